@@ -1,0 +1,905 @@
+//! The table of known keys: name, unit, default, description, how it appears in the shipped
+//! sample file, and how to read it into / show it from a [`Config`]. Everything else (parsing,
+//! validation, suggestions, `entries()`, `conf/gateway.properties`) works from this table.
+
+use std::mem::{offset_of, size_of};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::error::{ConfigWarning, Problem};
+use super::{Config, LogLevel, MB, Origin};
+
+/// One known key.
+pub(crate) struct KeySpec {
+    pub name: &'static str,
+    /// Unit or kind of value, for the sample file ("ms", "seconds", "MB", "true/false", ...).
+    pub unit: &'static str,
+    /// The default as it would be written in the file ("" = not set), or for a default that
+    /// depends on the machine, a description of how it is computed.
+    pub default: &'static str,
+    /// What the key does (the sample file's comment).
+    pub doc: &'static str,
+    /// How the key is written in the sample file.
+    pub sample: Sample,
+    /// Never shown in clear by `entries()`.
+    pub secret: bool,
+    /// Parses the trimmed value into the config; `Err` says what was expected.
+    pub set: fn(&mut Config, &str) -> Result<(), String>,
+    /// The effective value as it would be written in the file.
+    pub get: fn(&Config) -> String,
+}
+
+/// How a key appears in `conf/gateway.properties`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sample {
+    /// `key=<default>`.
+    Default,
+    /// `key=<value>`, a value other than the default.
+    Value(&'static str),
+    /// `#key=<value>`: commented out, so the default applies.
+    Commented(&'static str),
+}
+
+// Keys that rules outside their own row refer to.
+const HEARTBEAT_INTERVAL: &str = "cluster.heartbeatInterval";
+const WORKER_TIMEOUT: &str = "cluster.workerTimeout";
+const MEMORY_WARNING_RSS: &str = "cluster.memoryWarning.rss";
+const MEMORY_WARNING_HEAP_TOTAL: &str = "cluster.memoryWarning.heapTotal";
+const MEMORY_WARNING_HEAP_USED: &str = "cluster.memoryWarning.heapUsed";
+const MEMORY_LIMIT_RSS: &str = "cluster.memoryLimit.rss";
+const MEMORY_LIMIT_HEAP_TOTAL: &str = "cluster.memoryLimit.heapTotal";
+const MEMORY_LIMIT_HEAP_USED: &str = "cluster.memoryLimit.heapUsed";
+const SSL: &str = "frontend.ssl";
+const PRIVATE_KEY: &str = "frontend.private_key";
+const CERTIFICATE: &str = "frontend.certificate";
+const FLASH_POLICY_PORT: &str = "frontend.flash_policy_port";
+const SOCKETIO_TIMEOUT: &str = "gateway.socketio.timeout";
+const SOCKETIO_INTERVAL: &str = "gateway.socketio.interval";
+
+/// `cluster.workerCount` upper bound.
+pub(crate) const MAX_WORKERS: usize = 1024;
+/// `cluster.maxRestartBackoff` upper bound.
+const MAX_BACKOFF: u32 = 30;
+/// Upper bound of every duration, so that adding one to an `Instant` cannot overflow.
+const MAX_MILLIS: u64 = 24 * 60 * 60 * 1000;
+const MAX_SECONDS: u64 = MAX_MILLIS / 1000;
+/// Longest Unix socket path (bytes, without the terminating NUL).
+const MAX_SOCKET_PATH: usize =
+    size_of::<libc::sockaddr_un>() - offset_of!(libc::sockaddr_un, sun_path) - 1;
+
+/// Every known key, in the order of the sample file and `entries()`.
+pub(crate) static KEYS: &[KeySpec] = &[
+    KeySpec {
+        name: HEARTBEAT_INTERVAL,
+        unit: "ms",
+        default: "1000",
+        doc: "How often the master sends each worker a heartbeat; the worker answers with its \
+              memory use and client count.",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.cluster.heartbeat_interval, millis(v, 1)?),
+        get: |c| ms(c.cluster.heartbeat_interval),
+    },
+    KeySpec {
+        name: WORKER_TIMEOUT,
+        unit: "ms",
+        default: "5000",
+        doc: "A worker that has not answered a heartbeat for this long is taken as hung: the \
+              master kills it and starts a replacement. Must be greater than \
+              cluster.heartbeatInterval.",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.cluster.worker_timeout, millis(v, 1)?),
+        get: |c| ms(c.cluster.worker_timeout),
+    },
+    KeySpec {
+        name: "cluster.watchdogInterval",
+        unit: "ms",
+        default: "1000",
+        doc: "How often the master checks every worker's last heartbeat answer against \
+              cluster.workerTimeout.",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.cluster.watchdog_interval, millis(v, 1)?),
+        get: |c| ms(c.cluster.watchdog_interval),
+    },
+    KeySpec {
+        name: MEMORY_WARNING_RSS,
+        unit: "MB",
+        default: "",
+        doc: "Log a warning when a worker's resident set size (its RAM in use) goes above this. \
+              Empty = no check.",
+        sample: Sample::Value("1024"),
+        secret: false,
+        set: |c, v| set(&mut c.cluster.memory_warning.rss, megabytes(v)?),
+        get: |c| mb(c.cluster.memory_warning.rss),
+    },
+    KeySpec {
+        name: MEMORY_WARNING_HEAP_TOTAL,
+        unit: "MB",
+        default: "",
+        doc: concat!(
+            "Log a warning when a worker's heapTotal goes above this. ",
+            "heapTotal = bytes the worker's allocator holds from the OS (in use or cached for reuse).",
+            " Empty = no check."
+        ),
+        sample: Sample::Value("512"),
+        secret: false,
+        set: |c, v| set(&mut c.cluster.memory_warning.heap_total, megabytes(v)?),
+        get: |c| mb(c.cluster.memory_warning.heap_total),
+    },
+    KeySpec {
+        name: MEMORY_WARNING_HEAP_USED,
+        unit: "MB",
+        default: "",
+        doc: concat!(
+            "Log a warning when a worker's heapUsed goes above this. ",
+            "heapUsed = bytes the worker's allocator has handed out and not taken back.",
+            " Empty = no check."
+        ),
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.cluster.memory_warning.heap_used, megabytes(v)?),
+        get: |c| mb(c.cluster.memory_warning.heap_used),
+    },
+    KeySpec {
+        name: MEMORY_LIMIT_RSS,
+        unit: "MB",
+        default: "",
+        doc: "Replace a worker whose resident set size goes above this (a new worker is started, \
+              the old one drained and stopped). Empty = no limit.",
+        sample: Sample::Value("2048"),
+        secret: false,
+        set: |c, v| set(&mut c.cluster.memory_limit.rss, megabytes(v)?),
+        get: |c| mb(c.cluster.memory_limit.rss),
+    },
+    KeySpec {
+        name: MEMORY_LIMIT_HEAP_TOTAL,
+        unit: "MB",
+        default: "",
+        doc: "Replace a worker whose heapTotal (see above) goes above this. Empty = no limit.",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.cluster.memory_limit.heap_total, megabytes(v)?),
+        get: |c| mb(c.cluster.memory_limit.heap_total),
+    },
+    KeySpec {
+        name: MEMORY_LIMIT_HEAP_USED,
+        unit: "MB",
+        default: "",
+        doc: "Replace a worker whose heapUsed (see above) goes above this. Empty = no limit.",
+        sample: Sample::Value("1024"),
+        secret: false,
+        set: |c, v| set(&mut c.cluster.memory_limit.heap_used, megabytes(v)?),
+        get: |c| mb(c.cluster.memory_limit.heap_used),
+    },
+    KeySpec {
+        name: "cluster.workerRestartDelay",
+        unit: "ms",
+        default: "50",
+        doc: "Base delay before a worker that died is replaced. After n failures in a row the \
+              delay is random, up to this * (2^n - 1); the first restart is immediate. May be 0.",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.cluster.worker_restart_delay, millis(v, 0)?),
+        get: |c| ms(c.cluster.worker_restart_delay),
+    },
+    KeySpec {
+        name: "cluster.maxRestartBackoff",
+        unit: "exponent",
+        default: "10",
+        doc: "Cap on n in the restart delay above (at most 30): with the defaults a \
+              crash-looping worker waits at most 50 ms * 1023, about 51 seconds.",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.cluster.max_restart_backoff, max_backoff(v)?),
+        get: |c| c.cluster.max_restart_backoff.to_string(),
+    },
+    KeySpec {
+        name: "cluster.workerCount",
+        unit: "processes",
+        default: "floor(CPUs/2)+1",
+        doc: "Number of worker processes, 1 to 1024. Leave it unset (commented out) for \
+              floor(CPUs/2)+1.",
+        sample: Sample::Commented("2"),
+        secret: false,
+        set: |c, v| set(&mut c.cluster.worker_count, worker_count(v)?),
+        get: |c| c.cluster.worker_count.to_string(),
+    },
+    KeySpec {
+        name: "cluster.drainTimeout",
+        unit: "ms",
+        default: "10000",
+        doc: "How long a worker being replaced or stopped may take to finish its in-flight \
+              requests before the rest are closed. 0 = close them at once.",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.cluster.drain_timeout, millis(v, 0)?),
+        get: |c| ms(c.cluster.drain_timeout),
+    },
+    KeySpec {
+        name: "cluster.controlSocket",
+        unit: "absolute path",
+        default: "$XDG_RUNTIME_DIR/activestack-gateway/control.sock if XDG_RUNTIME_DIR is set, \
+                  else /run/activestack-gateway/control.sock",
+        doc: "Local socket where the master answers `activestack-gateway status`. The \
+              directory must exist and be writable by the master.",
+        sample: Sample::Commented("/run/activestack-gateway/control.sock"),
+        secret: false,
+        set: |c, v| set(&mut c.cluster.control_socket, socket_path(v)?),
+        get: |c| c.cluster.control_socket.display().to_string(),
+    },
+    KeySpec {
+        name: "frontend.host",
+        unit: "host",
+        default: "0.0.0.0",
+        doc: "Address the gateway listens on for clients. This file uses 127.0.0.1 (this \
+              machine only); use 0.0.0.0 to listen on all interfaces.",
+        sample: Sample::Value("127.0.0.1"),
+        secret: false,
+        set: |c, v| set(&mut c.frontend.host, host(v)?),
+        get: |c| c.frontend.host.clone(),
+    },
+    KeySpec {
+        name: "frontend.port",
+        unit: "port",
+        default: "8080",
+        doc: "TCP port the gateway listens on for clients. 0 = any free port.",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.frontend.port, port(v, 0)?),
+        get: |c| c.frontend.port.to_string(),
+    },
+    KeySpec {
+        name: "frontend.logLevel",
+        unit: "level",
+        default: "info",
+        doc: "error, warn, info, debug or trace (the original's silly, verbose and warning work \
+              too).",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.frontend.log_level, v.parse::<LogLevel>()?),
+        get: |c| c.frontend.log_level.to_string(),
+    },
+    KeySpec {
+        name: "frontend.shutdownCode",
+        unit: "secret",
+        default: "",
+        doc: "Code a `shutdown` command on the Redis control channel \
+              (gateway.redis.gatewaycontrolqueue) must carry. Empty = not set.",
+        sample: Sample::Default,
+        secret: true,
+        set: |c, v| set(&mut c.frontend.shutdown_code, optional_text(v)),
+        get: |c| c.frontend.shutdown_code.clone().unwrap_or_default(),
+    },
+    KeySpec {
+        name: SSL,
+        unit: "true/false",
+        default: "false",
+        doc: "Serve clients over TLS; needs frontend.private_key and frontend.certificate.",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.frontend.ssl, boolean(v)?),
+        get: |c| c.frontend.ssl.to_string(),
+    },
+    KeySpec {
+        name: PRIVATE_KEY,
+        unit: "path",
+        default: "",
+        doc: "TLS private key (PEM file).",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.frontend.private_key, optional_path(v)),
+        get: |c| show_path(c.frontend.private_key.as_deref()),
+    },
+    KeySpec {
+        name: CERTIFICATE,
+        unit: "path",
+        default: "",
+        doc: "TLS certificate (PEM file).",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.frontend.certificate, optional_path(v)),
+        get: |c| show_path(c.frontend.certificate.as_deref()),
+    },
+    KeySpec {
+        name: "frontend.cert_auth",
+        unit: "path",
+        default: "",
+        doc: "TLS certificate authority chain (PEM file). Empty = none.",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.frontend.cert_auth, optional_path(v)),
+        get: |c| show_path(c.frontend.cert_auth.as_deref()),
+    },
+    KeySpec {
+        name: "frontend.session_secret",
+        unit: "secret",
+        default: "",
+        doc: "Secret that signs client session cookies. Set a long random secret, e.g. the \
+              output of `openssl rand -base64 48`.",
+        sample: Sample::Default,
+        secret: true,
+        set: |c, v| set(&mut c.frontend.session_secret, optional_text(v)),
+        get: |c| c.frontend.session_secret.clone().unwrap_or_default(),
+    },
+    KeySpec {
+        name: "frontend.clientMessageResendInterval",
+        unit: "ms",
+        default: "7500",
+        doc: "A message pushed to a client is sent again at this interval until the client \
+              acknowledges it.",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| {
+            set(
+                &mut c.frontend.client_message_resend_interval,
+                millis(v, 1)?,
+            )
+        },
+        get: |c| ms(c.frontend.client_message_resend_interval),
+    },
+    KeySpec {
+        name: FLASH_POLICY_PORT,
+        unit: "port",
+        default: "",
+        doc: "Obsolete (Flash clients are gone): accepted for compatibility, ignored with a \
+              warning.",
+        sample: Sample::Commented("10843"),
+        secret: false,
+        set: |c, v| set(&mut c.frontend.flash_policy_port, optional_port(v)?),
+        get: |c| {
+            c.frontend
+                .flash_policy_port
+                .map(|p| p.to_string())
+                .unwrap_or_default()
+        },
+    },
+    KeySpec {
+        name: SOCKETIO_TIMEOUT,
+        unit: "seconds",
+        default: "300",
+        doc: "socket.io heartbeat timeout: a client not heard from for this long is \
+              disconnected.",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.gateway.socketio.timeout, seconds(v)?),
+        get: |c| c.gateway.socketio.timeout.as_secs().to_string(),
+    },
+    KeySpec {
+        name: SOCKETIO_INTERVAL,
+        unit: "seconds",
+        default: "20",
+        doc: "socket.io heartbeat interval: how often clients are pinged. Must be less than \
+              gateway.socketio.timeout.",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.gateway.socketio.interval, seconds(v)?),
+        get: |c| c.gateway.socketio.interval.as_secs().to_string(),
+    },
+    KeySpec {
+        name: "gateway.redis.host",
+        unit: "host",
+        default: "localhost",
+        doc: "Redis server (sessions and the control channel).",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.gateway.redis.host, host(v)?),
+        get: |c| c.gateway.redis.host.clone(),
+    },
+    KeySpec {
+        name: "gateway.redis.port",
+        unit: "port",
+        default: "6379",
+        doc: "Redis port.",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.gateway.redis.port, port(v, 1)?),
+        get: |c| c.gateway.redis.port.to_string(),
+    },
+    KeySpec {
+        name: "gateway.redis.password",
+        unit: "secret",
+        default: "",
+        doc: "Redis password. Empty = no AUTH.",
+        sample: Sample::Default,
+        secret: true,
+        set: |c, v| set(&mut c.gateway.redis.password, optional_text(v)),
+        get: |c| c.gateway.redis.password.clone().unwrap_or_default(),
+    },
+    KeySpec {
+        name: "gateway.redis.gatewaycontrolqueue",
+        unit: "text",
+        default: "gateway",
+        doc: "Redis pub/sub channel the gateway takes control commands from (loglevel, \
+              clientcount, restart, shutdown, ...).",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.gateway.redis.control_channel, non_empty(v)?),
+        get: |c| c.gateway.redis.control_channel.clone(),
+    },
+    KeySpec {
+        name: "gateway.redis.max_attempts",
+        unit: "count",
+        default: "1",
+        doc: "Connection attempts to Redis before giving up (at least 1).",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.gateway.redis.max_attempts, attempts(v)?),
+        get: |c| c.gateway.redis.max_attempts.to_string(),
+    },
+    KeySpec {
+        name: "gateway.redis.offline_queue",
+        unit: "true/false",
+        default: "false",
+        doc: "Queue Redis commands while disconnected (true) or fail them at once (false).",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.gateway.redis.offline_queue, boolean(v)?),
+        get: |c| c.gateway.redis.offline_queue.to_string(),
+    },
+    KeySpec {
+        name: "gateway.rabbitmq.host",
+        unit: "host",
+        default: "localhost",
+        doc: "RabbitMQ server (messages between clients and the backend).",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.gateway.rabbitmq.host, host(v)?),
+        get: |c| c.gateway.rabbitmq.host.clone(),
+    },
+    KeySpec {
+        name: "gateway.rabbitmq.port",
+        unit: "port",
+        default: "5672",
+        doc: "RabbitMQ (AMQP) port.",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.gateway.rabbitmq.port, port(v, 1)?),
+        get: |c| c.gateway.rabbitmq.port.to_string(),
+    },
+    KeySpec {
+        name: "gateway.rabbitmq.login",
+        unit: "text",
+        default: "guest",
+        doc: "RabbitMQ user name.",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.gateway.rabbitmq.login, non_empty(v)?),
+        get: |c| c.gateway.rabbitmq.login.clone(),
+    },
+    KeySpec {
+        name: "gateway.rabbitmq.password",
+        unit: "secret",
+        default: "guest",
+        doc: "RabbitMQ password. guest/guest only works from localhost; set a real user and \
+              password for a remote broker.",
+        sample: Sample::Default,
+        secret: true,
+        set: |c, v| set(&mut c.gateway.rabbitmq.password, v.to_string()),
+        get: |c| c.gateway.rabbitmq.password.clone(),
+    },
+    KeySpec {
+        name: "gateway.rabbitmq.vhost",
+        unit: "text",
+        default: "/",
+        doc: "RabbitMQ virtual host.",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.gateway.rabbitmq.vhost, non_empty(v)?),
+        get: |c| c.gateway.rabbitmq.vhost.clone(),
+    },
+    KeySpec {
+        name: "gateway.rabbitmq.durable",
+        unit: "true/false",
+        default: "false",
+        doc: "Declare the gateway's queues durable (they survive a broker restart).",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.gateway.rabbitmq.durable, boolean(v)?),
+        get: |c| c.gateway.rabbitmq.durable.to_string(),
+    },
+];
+
+/// Section headers of the sample file: key prefix and title.
+const GROUPS: &[(&str, &str)] = &[
+    ("cluster.", "cluster.*: the master process and its workers"),
+    ("frontend.", "frontend.*: where and how clients connect"),
+    ("gateway.", "gateway.*: socket.io, Redis and RabbitMQ"),
+];
+
+/// The table row of `name` (exact, case-sensitive, as .properties keys are).
+pub(crate) fn spec(name: &str) -> Option<&'static KeySpec> {
+    KEYS.iter().find(|k| k.name == name)
+}
+
+// ---- value parsers: Ok(value) or Err(what was expected) ----
+
+fn set<T>(field: &mut T, value: T) -> Result<(), String> {
+    *field = value;
+    Ok(())
+}
+
+/// A whole number written with digits only; saturates at `u64::MAX` so range checks catch
+/// overlong numbers.
+fn whole(v: &str) -> Option<u64> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(v.parse().unwrap_or(u64::MAX))
+}
+
+fn millis(v: &str, min: u64) -> Result<Duration, String> {
+    let n = whole(v).ok_or("expected milliseconds as a whole number")?;
+    if n < min {
+        return Err(format!("must be at least {min}"));
+    }
+    if n > MAX_MILLIS {
+        return Err(format!("must be at most {MAX_MILLIS} (24 hours)"));
+    }
+    Ok(Duration::from_millis(n))
+}
+
+fn seconds(v: &str) -> Result<Duration, String> {
+    let n = whole(v).ok_or("expected seconds as a whole number")?;
+    if n == 0 {
+        return Err("must be at least 1".to_string());
+    }
+    if n > MAX_SECONDS {
+        return Err(format!("must be at most {MAX_SECONDS} (24 hours)"));
+    }
+    Ok(Duration::from_secs(n))
+}
+
+const MEGABYTES: &str = "expected megabytes as a whole number (or empty for no check)";
+
+fn megabytes(v: &str) -> Result<Option<u64>, String> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let n = whole(v).ok_or(MEGABYTES)?;
+    if n == 0 {
+        return Err("must be at least 1 (or empty for no check)".to_string());
+    }
+    n.checked_mul(MB)
+        .map(Some)
+        .ok_or_else(|| "is too large".to_string())
+}
+
+fn max_backoff(v: &str) -> Result<u32, String> {
+    let n = whole(v).ok_or("expected a whole number")?;
+    if n > u64::from(MAX_BACKOFF) {
+        return Err(format!("must be at most {MAX_BACKOFF}"));
+    }
+    u32::try_from(n).map_err(|_| format!("must be at most {MAX_BACKOFF}"))
+}
+
+fn worker_count(v: &str) -> Result<usize, String> {
+    let range = || format!("must be between 1 and {MAX_WORKERS}");
+    let n = whole(v).ok_or("expected a whole number")?;
+    let n = usize::try_from(n).map_err(|_| range())?;
+    if !(1..=MAX_WORKERS).contains(&n) {
+        return Err(range());
+    }
+    Ok(n)
+}
+
+fn attempts(v: &str) -> Result<u32, String> {
+    let n = whole(v).ok_or("expected a whole number")?;
+    if n == 0 {
+        return Err("must be at least 1".to_string());
+    }
+    u32::try_from(n).map_err(|_| format!("must be at most {}", u32::MAX))
+}
+
+fn port(v: &str, min: u16) -> Result<u16, String> {
+    let expected = || format!("expected a port number ({min}-65535)");
+    let n = whole(v).ok_or_else(expected)?;
+    match u16::try_from(n) {
+        Ok(p) if p >= min => Ok(p),
+        _ => Err(expected()),
+    }
+}
+
+fn optional_port(v: &str) -> Result<Option<u16>, String> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    port(v, 0).map(Some)
+}
+
+fn boolean(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "1" => Ok(true),
+        "false" | "no" | "0" => Ok(false),
+        _ => Err("expected true or false".to_string()),
+    }
+}
+
+fn host(v: &str) -> Result<String, String> {
+    if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("expected a host name or IP address".to_string());
+    }
+    Ok(v.to_string())
+}
+
+fn non_empty(v: &str) -> Result<String, String> {
+    if v.is_empty() {
+        return Err("must not be empty".to_string());
+    }
+    Ok(v.to_string())
+}
+
+fn optional_text(v: &str) -> Option<String> {
+    (!v.is_empty()).then(|| v.to_string())
+}
+
+fn optional_path(v: &str) -> Option<PathBuf> {
+    (!v.is_empty()).then(|| PathBuf::from(v))
+}
+
+fn socket_path(v: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(v);
+    if !path.is_absolute() {
+        return Err("expected an absolute path".to_string());
+    }
+    if v.len() > MAX_SOCKET_PATH {
+        return Err(format!(
+            "is too long for a Unix socket path (at most {MAX_SOCKET_PATH} bytes)"
+        ));
+    }
+    Ok(path)
+}
+
+// ---- value printers (the inverse of the parsers) ----
+
+fn ms(d: Duration) -> String {
+    d.as_millis().to_string()
+}
+
+fn mb(bytes: Option<u64>) -> String {
+    bytes.map(|b| (b / MB).to_string()).unwrap_or_default()
+}
+
+fn show_path(p: Option<&Path>) -> String {
+    p.map(|p| p.display().to_string()).unwrap_or_default()
+}
+
+// ---- messages ----
+
+/// `cluster.workerTimeout = "5s": expected milliseconds as a whole number`, plus a note when
+/// the value looks like it has a trailing comment.
+pub(crate) fn bad_value_message(spec: &KeySpec, value: &str, expected: &str) -> String {
+    let mut message = if spec.secret {
+        format!("{} (value hidden): {expected}", spec.name)
+    } else {
+        format!("{} = {value:?}: {expected}", spec.name)
+    };
+    let comment_after = |mark: char| {
+        value
+            .char_indices()
+            .any(|(i, c)| c == mark && value[..i].ends_with([' ', '\t']))
+    };
+    if comment_after('#') {
+        message.push_str(
+            "; note: '#' starts a comment only at the start of a line in .properties files",
+        );
+    } else if comment_after('!') {
+        message.push_str(
+            "; note: '!' starts a comment only at the start of a line in .properties files",
+        );
+    }
+    message
+}
+
+/// The known key an unknown `key` most likely means, if any is close: same name ignoring case,
+/// `_` and `-`; or the name without its `section.` prefix; or within a small edit distance.
+pub(crate) fn suggest(key: &str) -> Option<&'static str> {
+    fn normalize(s: &str) -> String {
+        s.chars()
+            .filter(|c| *c != '_' && *c != '-')
+            .flat_map(char::to_lowercase)
+            .collect()
+    }
+    let wanted = normalize(key);
+    if wanted.is_empty() {
+        return None;
+    }
+    let known: Vec<(&'static str, String)> =
+        KEYS.iter().map(|k| (k.name, normalize(k.name))).collect();
+    if let Some((name, _)) = known.iter().find(|(_, n)| *n == wanted) {
+        return Some(name);
+    }
+    let suffix = format!(".{wanted}");
+    let mut by_suffix = known.iter().filter(|(_, n)| n.ends_with(&suffix));
+    if let (Some((name, _)), None) = (by_suffix.next(), by_suffix.next()) {
+        return Some(name);
+    }
+    let limit = (wanted.chars().count() / 8).clamp(1, 3);
+    known
+        .iter()
+        .map(|(name, n)| (strsim::levenshtein(&wanted, n), *name))
+        .filter(|(distance, _)| *distance <= limit)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, name)| name)
+}
+
+/// One side of a cross-key rule: `key = value`, with `(line N)` / `(default)` when asked.
+fn side(config: &Config, name: &str, show_origin: bool) -> String {
+    let value = spec(name).map(|s| (s.get)(config)).unwrap_or_default();
+    match (config.origins.get(name), show_origin) {
+        (Origin::File { .. }, false) => format!("{name} = {value}"),
+        (Origin::File { line }, true) => format!("{name} = {value} (line {line})"),
+        (Origin::Default, _) => format!("{name} = {value} (default)"),
+    }
+}
+
+/// A broken rule between `left` and `right`, reported on `left`'s line (or `right`'s if
+/// `left` has its default).
+fn pair_problem(config: &Config, path: &Path, left: &str, relation: &str, right: &str) -> Problem {
+    let line = match (config.origins.get(left), config.origins.get(right)) {
+        (Origin::File { line }, _) | (Origin::Default, Origin::File { line }) => Some(line),
+        (Origin::Default, Origin::Default) => None,
+    };
+    Problem {
+        path: path.to_path_buf(),
+        line,
+        message: format!(
+            "{} {relation} {}",
+            side(config, left, false),
+            side(config, right, true)
+        ),
+    }
+}
+
+/// Rules between keys. `failed` are keys whose own value was invalid: rules involving them are
+/// skipped (their value is still the default and would only confuse).
+pub(crate) fn cross_check(
+    config: &Config,
+    path: &Path,
+    failed: &[&str],
+    problems: &mut Vec<Problem>,
+    warnings: &mut Vec<ConfigWarning>,
+) {
+    let ok = |keys: &[&str]| keys.iter().all(|k| !failed.contains(k));
+    let cluster = &config.cluster;
+    if ok(&[WORKER_TIMEOUT, HEARTBEAT_INTERVAL])
+        && cluster.worker_timeout <= cluster.heartbeat_interval
+    {
+        problems.push(pair_problem(
+            config,
+            path,
+            WORKER_TIMEOUT,
+            "must be greater than",
+            HEARTBEAT_INTERVAL,
+        ));
+    }
+    let socketio = &config.gateway.socketio;
+    if ok(&[SOCKETIO_INTERVAL, SOCKETIO_TIMEOUT]) && socketio.interval >= socketio.timeout {
+        problems.push(pair_problem(
+            config,
+            path,
+            SOCKETIO_INTERVAL,
+            "must be less than",
+            SOCKETIO_TIMEOUT,
+        ));
+    }
+    if let (true, Origin::File { line }) = (config.frontend.ssl, config.origins.get(SSL)) {
+        for (key, value) in [
+            (PRIVATE_KEY, &config.frontend.private_key),
+            (CERTIFICATE, &config.frontend.certificate),
+        ] {
+            if value.is_none() && ok(&[key]) {
+                problems.push(Problem {
+                    path: path.to_path_buf(),
+                    line: Some(line),
+                    message: format!("{SSL} = true but {key} is not set"),
+                });
+            }
+        }
+    }
+    let (warn, limit) = (&cluster.memory_warning, &cluster.memory_limit);
+    for (warning_key, warning, limit_key, limit) in [
+        (MEMORY_WARNING_RSS, warn.rss, MEMORY_LIMIT_RSS, limit.rss),
+        (
+            MEMORY_WARNING_HEAP_TOTAL,
+            warn.heap_total,
+            MEMORY_LIMIT_HEAP_TOTAL,
+            limit.heap_total,
+        ),
+        (
+            MEMORY_WARNING_HEAP_USED,
+            warn.heap_used,
+            MEMORY_LIMIT_HEAP_USED,
+            limit.heap_used,
+        ),
+    ] {
+        let origins = (
+            config.origins.get(warning_key),
+            config.origins.get(limit_key),
+        );
+        let (Some(w), Some(l), (Origin::File { line }, Origin::File { line: limit_line })) =
+            (warning, limit, origins)
+        else {
+            continue;
+        };
+        if w >= l {
+            warnings.push(ConfigWarning::WarningNotBelowLimit {
+                path: path.to_path_buf(),
+                line,
+                warning_key,
+                warning_mb: w / MB,
+                limit_key,
+                limit_mb: l / MB,
+                limit_line,
+            });
+        }
+    }
+    if let Origin::File { line } = config.origins.get(FLASH_POLICY_PORT) {
+        warnings.push(ConfigWarning::Obsolete {
+            path: path.to_path_buf(),
+            line,
+            key: FLASH_POLICY_PORT,
+            reason: "Flash clients no longer exist; no policy file is served",
+        });
+    }
+}
+
+// ---- the sample file ----
+
+const WIDTH: usize = 78;
+
+/// `conf/gateway.properties`: every key with a comment giving unit, default and effect.
+pub(crate) fn sample_file() -> String {
+    let mut out = String::new();
+    for line in [
+        "ActiveStack gateway configuration (Java .properties syntax, read as UTF-8).",
+        "",
+        "A line starting with '#' or '!' is a comment; elsewhere '#' is part of the value. \
+         Values are trimmed. Unknown keys are reported as warnings. Check a file with \
+         `activestack-gateway check-config <file>`; a running master re-reads its file on SIGHUP.",
+    ] {
+        comment(&mut out, line);
+    }
+    for (prefix, title) in GROUPS {
+        out.push('\n');
+        let rule = format!("# {}\n", "-".repeat(WIDTH - 2));
+        out.push_str(&rule);
+        comment(&mut out, title);
+        out.push_str(&rule);
+        for key in KEYS.iter().filter(|k| k.name.starts_with(prefix)) {
+            out.push('\n');
+            let default = if key.default.is_empty() {
+                "empty"
+            } else {
+                key.default
+            };
+            comment(
+                &mut out,
+                &format!("{}, default {default}. {}", key.unit, key.doc),
+            );
+            match key.sample {
+                Sample::Default => out.push_str(&format!("{}={}\n", key.name, key.default)),
+                Sample::Value(v) => out.push_str(&format!("{}={v}\n", key.name)),
+                Sample::Commented(v) => out.push_str(&format!("#{}={v}\n", key.name)),
+            }
+        }
+    }
+    out
+}
+
+/// `text` as `# ` comment lines wrapped at [`WIDTH`] columns (an empty text gives `#`).
+fn comment(out: &mut String, text: &str) {
+    let mut line = String::from("#");
+    for word in text.split_whitespace() {
+        if line.len() > 1 && line.len() + 1 + word.len() > WIDTH {
+            out.push_str(&line);
+            out.push('\n');
+            line = String::from("#");
+        }
+        line.push(' ');
+        line.push_str(word);
+    }
+    out.push_str(&line);
+    out.push('\n');
+}

@@ -1,0 +1,500 @@
+//! `gateway.properties` (the original Node.js ActiveStack gateway's keys) -> a typed, validated
+//! [`Config`].
+//!
+//! Every known key, with its default, unit and description, is in one table (`keys.rs`); it
+//! drives parsing, validation, unknown-key suggestions, [`Config::entries`] and the shipped
+//! `conf/gateway.properties` ([`sample_file`]).
+
+mod error;
+mod keys;
+mod properties;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use error::{ConfigError, ConfigWarning, Problem};
+
+/// Where the gateway looks for its config when none is named on the command line.
+pub const DEFAULT_PATH: &str = "/etc/activestack-gateway/gateway.properties";
+
+/// One megabyte as the config file counts it (memory thresholds are in MB in the file).
+pub const MB: u64 = 1024 * 1024;
+
+/// The whole effective configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    /// The file read; `None` = built-in defaults.
+    pub source: Option<PathBuf>,
+    pub cluster: ClusterConfig,
+    pub frontend: FrontendConfig,
+    pub gateway: GatewayConfig,
+    /// Which keys were set in the file, and on which line (for [`Config::entries`]).
+    #[serde(default)]
+    pub origins: Origins,
+}
+
+/// `cluster.*`: the master and its worker processes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterConfig {
+    /// `cluster.heartbeatInterval` (ms).
+    pub heartbeat_interval: Duration,
+    /// `cluster.workerTimeout` (ms); greater than `heartbeat_interval`.
+    pub worker_timeout: Duration,
+    /// `cluster.watchdogInterval` (ms).
+    pub watchdog_interval: Duration,
+    /// `cluster.memoryWarning.*` (bytes here, MB in the file).
+    pub memory_warning: MemoryThresholds,
+    /// `cluster.memoryLimit.*` (bytes here, MB in the file).
+    pub memory_limit: MemoryThresholds,
+    /// `cluster.workerRestartDelay` (ms, may be 0).
+    pub worker_restart_delay: Duration,
+    /// `cluster.maxRestartBackoff`: exponent, at most 30.
+    pub max_restart_backoff: u32,
+    /// `cluster.workerCount`: 1..=1024, default floor(CPUs/2)+1.
+    pub worker_count: usize,
+    /// `cluster.drainTimeout` (ms): how long a worker being replaced or stopped may take to
+    /// finish in-flight requests before the rest are closed.
+    pub drain_timeout: Duration,
+    /// `cluster.controlSocket`: the master's local control socket (`activestack-gateway status`).
+    pub control_socket: PathBuf,
+}
+
+/// Memory thresholds in bytes; `None` = no check.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryThresholds {
+    pub rss: Option<u64>,
+    pub heap_total: Option<u64>,
+    pub heap_used: Option<u64>,
+}
+
+/// `frontend.*`: what clients connect to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrontendConfig {
+    /// `frontend.host`, default `0.0.0.0` (all interfaces).
+    pub host: String,
+    /// `frontend.port`, default 8080; 0 = any free port.
+    pub port: u16,
+    /// `frontend.logLevel`, default info.
+    pub log_level: LogLevel,
+    /// `frontend.shutdownCode`; empty = `None`.
+    pub shutdown_code: Option<String>,
+    /// `frontend.ssl`, default false.
+    pub ssl: bool,
+    /// `frontend.private_key` (PEM path); empty = `None`.
+    pub private_key: Option<PathBuf>,
+    /// `frontend.certificate` (PEM path); empty = `None`.
+    pub certificate: Option<PathBuf>,
+    /// `frontend.cert_auth` (CA chain, PEM path); empty = `None`.
+    pub cert_auth: Option<PathBuf>,
+    /// `frontend.session_secret`; empty = `None`.
+    pub session_secret: Option<String>,
+    /// `frontend.clientMessageResendInterval` (ms), default 7500.
+    pub client_message_resend_interval: Duration,
+    /// `frontend.flash_policy_port`: obsolete, accepted and ignored.
+    pub flash_policy_port: Option<u16>,
+}
+
+/// Log level of `frontend.logLevel`. Also accepts the original's winston names
+/// (`silly` = trace, `verbose` = debug, `warning` = warn), case-insensitively.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    /// The `tracing` filter directive for this level.
+    pub fn as_filter(&self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+impl FromStr for LogLevel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "error" => Ok(LogLevel::Error),
+            "warn" | "warning" => Ok(LogLevel::Warn),
+            "info" => Ok(LogLevel::Info),
+            "debug" | "verbose" => Ok(LogLevel::Debug),
+            "trace" | "silly" => Ok(LogLevel::Trace),
+            _ => Err("expected error, warn, info, debug or trace".to_string()),
+        }
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_filter())
+    }
+}
+
+/// `gateway.*`: the backends.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GatewayConfig {
+    pub socketio: SocketIoConfig,
+    pub redis: RedisConfig,
+    pub rabbitmq: RabbitMqConfig,
+}
+
+/// `gateway.socketio.*`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SocketIoConfig {
+    /// `gateway.socketio.timeout` (seconds in the file), default 300.
+    pub timeout: Duration,
+    /// `gateway.socketio.interval` (seconds in the file), default 20; less than `timeout`.
+    pub interval: Duration,
+}
+
+/// `gateway.redis.*`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RedisConfig {
+    pub host: String,
+    pub port: u16,
+    /// Empty = `None`.
+    pub password: Option<String>,
+    /// `gateway.redis.gatewaycontrolqueue`: the control channel, non-empty.
+    pub control_channel: String,
+    pub max_attempts: u32,
+    pub offline_queue: bool,
+}
+
+/// `gateway.rabbitmq.*`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RabbitMqConfig {
+    pub host: String,
+    pub port: u16,
+    pub login: String,
+    pub password: String,
+    pub vhost: String,
+    pub durable: bool,
+}
+
+/// What [`Config::load`] / [`Config::parse`] / [`Config::resolve`] give: the config and the
+/// warnings about its file (sorted by line).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<ConfigWarning>,
+}
+
+/// One known key, its effective value as text (as it would be written in the file; secrets
+/// as `(set)` or empty) and where the value came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Entry {
+    pub key: &'static str,
+    pub value: String,
+    pub origin: Origin,
+}
+
+/// Where a value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Origin {
+    Default,
+    File { line: usize },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => f.write_str("default"),
+            Origin::File { line } => write!(f, "line {line}"),
+        }
+    }
+}
+
+/// The keys set in the file and their lines; every other key has its default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Origins(BTreeMap<String, usize>);
+
+impl Origins {
+    /// Where `key` got its value.
+    pub fn get(&self, key: &str) -> Origin {
+        match self.0.get(key) {
+            Some(&line) => Origin::File { line },
+            None => Origin::Default,
+        }
+    }
+
+    fn set(&mut self, key: &str, line: usize) {
+        self.0.insert(key.to_string(), line);
+    }
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            heartbeat_interval: Duration::from_millis(1000),
+            worker_timeout: Duration::from_millis(5000),
+            watchdog_interval: Duration::from_millis(1000),
+            memory_warning: MemoryThresholds::default(),
+            memory_limit: MemoryThresholds::default(),
+            worker_restart_delay: Duration::from_millis(50),
+            max_restart_backoff: 10,
+            worker_count: default_worker_count(),
+            drain_timeout: Duration::from_millis(10_000),
+            control_socket: default_control_socket(),
+        }
+    }
+}
+
+impl Default for FrontendConfig {
+    fn default() -> Self {
+        FrontendConfig {
+            host: "0.0.0.0".to_string(),
+            port: 8080,
+            log_level: LogLevel::Info,
+            shutdown_code: None,
+            ssl: false,
+            private_key: None,
+            certificate: None,
+            cert_auth: None,
+            session_secret: None,
+            client_message_resend_interval: Duration::from_millis(7500),
+            flash_policy_port: None,
+        }
+    }
+}
+
+impl Default for SocketIoConfig {
+    fn default() -> Self {
+        SocketIoConfig {
+            timeout: Duration::from_secs(300),
+            interval: Duration::from_secs(20),
+        }
+    }
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            host: "localhost".to_string(),
+            port: 6379,
+            password: None,
+            control_channel: "gateway".to_string(),
+            max_attempts: 1,
+            offline_queue: false,
+        }
+    }
+}
+
+impl Default for RabbitMqConfig {
+    fn default() -> Self {
+        RabbitMqConfig {
+            host: "localhost".to_string(),
+            port: 5672,
+            login: "guest".to_string(),
+            password: "guest".to_string(),
+            vhost: "/".to_string(),
+            durable: false,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::defaults()
+    }
+}
+
+/// floor(CPUs/2)+1, at most the 1024 workers `cluster.workerCount` allows.
+fn default_worker_count() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cpus / 2 + 1).min(keys::MAX_WORKERS)
+}
+
+/// `$XDG_RUNTIME_DIR/activestack-gateway/control.sock` if that variable is set to an absolute
+/// path, else `/run/activestack-gateway/control.sock`.
+fn default_control_socket() -> PathBuf {
+    control_socket_in(std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from))
+}
+
+fn control_socket_in(runtime_dir: Option<PathBuf>) -> PathBuf {
+    let base = runtime_dir
+        .filter(|dir| dir.is_absolute())
+        .unwrap_or_else(|| PathBuf::from("/run"));
+    base.join("activestack-gateway").join("control.sock")
+}
+
+impl Config {
+    /// The built-in defaults (`source` = `None`); worker count and control socket depend on the
+    /// machine and environment.
+    pub fn defaults() -> Config {
+        Config {
+            source: None,
+            cluster: ClusterConfig::default(),
+            frontend: FrontendConfig::default(),
+            gateway: GatewayConfig::default(),
+            origins: Origins::default(),
+        }
+    }
+
+    /// Reads and validates one file. Errors if the file cannot be read or any key is invalid.
+    pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let text = decode_utf8(&bytes, path)?;
+        Config::parse(text, path)
+    }
+
+    /// Parses text as if read from `origin` (used by load and by tests).
+    pub fn parse(text: &str, origin: &Path) -> Result<Loaded, ConfigError> {
+        let invalid = |problems| ConfigError::Invalid {
+            path: origin.to_path_buf(),
+            problems,
+        };
+        let mut props = properties::parse(text, origin).map_err(|p| invalid(vec![p]))?;
+        let mut config = Config::defaults();
+        config.source = Some(origin.to_path_buf());
+        let mut problems = Vec::new();
+        let mut failed = Vec::new();
+        let mut warnings = std::mem::take(&mut props.duplicates);
+        for spec in keys::KEYS {
+            let Some(prop) = props.get(spec.name) else {
+                continue;
+            };
+            let value = prop.value.trim();
+            match (spec.set)(&mut config, value) {
+                Ok(()) => config.origins.set(spec.name, prop.line),
+                Err(expected) => {
+                    failed.push(spec.name);
+                    problems.push(Problem {
+                        path: origin.to_path_buf(),
+                        line: Some(prop.line),
+                        message: keys::bad_value_message(spec, value, &expected),
+                    });
+                }
+            }
+        }
+        for prop in &props.items {
+            if keys::spec(&prop.key).is_none() {
+                warnings.push(ConfigWarning::UnknownKey {
+                    path: origin.to_path_buf(),
+                    line: prop.line,
+                    key: prop.key.clone(),
+                    suggestion: keys::suggest(&prop.key),
+                });
+            }
+        }
+        keys::cross_check(&config, origin, &failed, &mut problems, &mut warnings);
+        if !problems.is_empty() {
+            problems.sort_by_key(|p| p.line);
+            return Err(invalid(problems));
+        }
+        warnings.sort_by_key(ConfigWarning::line);
+        Ok(Loaded { config, warnings })
+    }
+
+    /// CLI rule: `Some(path)` -> [`Config::load`] (a hard error if unreadable or invalid, never a
+    /// fallback to defaults); `None` -> [`DEFAULT_PATH`] if it exists, else the defaults
+    /// (`source` = `None`).
+    pub fn resolve(cli: Option<&Path>) -> Result<Loaded, ConfigError> {
+        resolve_with(cli, Path::new(DEFAULT_PATH))
+    }
+
+    /// Where the master of this config listens for control clients, read leniently: an operator
+    /// asking `status` after a bad edit still reaches the running master. Falls back to the
+    /// default path when the file or the key cannot be used.
+    pub fn control_socket_of(cli: Option<&Path>) -> PathBuf {
+        let path = cli.unwrap_or(Path::new(DEFAULT_PATH));
+        std::fs::read(path)
+            .ok()
+            .and_then(|bytes| {
+                let text = String::from_utf8(bytes).ok()?;
+                let props = properties::parse(&text, path).ok()?;
+                let value = props.get("cluster.controlSocket")?.value.trim().to_owned();
+                let mut config = Config::defaults();
+                let spec = keys::spec("cluster.controlSocket")?;
+                (spec.set)(&mut config, &value).ok()?;
+                Some(config.cluster.control_socket)
+            })
+            .unwrap_or_else(default_control_socket)
+    }
+
+    /// Every known key with its effective value as text and where it came from, in table order,
+    /// for `check-config`. Secrets (`frontend.session_secret`, `frontend.shutdownCode`,
+    /// `*.password`) are shown as `(set)` or empty, never in clear.
+    pub fn entries(&self) -> Vec<Entry> {
+        keys::KEYS
+            .iter()
+            .map(|spec| {
+                let value = (spec.get)(self);
+                let value = if spec.secret && !value.is_empty() {
+                    "(set)".to_string()
+                } else {
+                    value
+                };
+                Entry {
+                    key: spec.name,
+                    value,
+                    origin: self.origins.get(spec.name),
+                }
+            })
+            .collect()
+    }
+
+    /// Where `key`'s value came from (`Default` for unknown keys too).
+    pub fn origin(&self, key: &str) -> Origin {
+        self.origins.get(key)
+    }
+}
+
+/// The commented sample configuration with every key, as shipped in `conf/gateway.properties`.
+pub fn sample_file() -> String {
+    keys::sample_file()
+}
+
+fn resolve_with(cli: Option<&Path>, default_path: &Path) -> Result<Loaded, ConfigError> {
+    if let Some(path) = cli {
+        return Config::load(path);
+    }
+    match std::fs::read(default_path) {
+        Ok(bytes) => Config::parse(decode_utf8(&bytes, default_path)?, default_path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Loaded {
+            config: Config::defaults(),
+            warnings: Vec::new(),
+        }),
+        Err(source) => Err(ConfigError::Read {
+            path: default_path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// The file as UTF-8, or a problem naming the first line that is not.
+fn decode_utf8<'a>(bytes: &'a [u8], path: &Path) -> Result<&'a str, ConfigError> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let valid = bytes.get(..e.valid_up_to()).unwrap_or_default();
+        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+        ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems: vec![Problem {
+                path: path.to_path_buf(),
+                line: Some(line),
+                message: "not valid UTF-8 (save the file as UTF-8)".to_string(),
+            }],
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests;

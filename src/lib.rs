@@ -1,0 +1,18 @@
+//! activestack-gateway: a pre-fork cluster supervisor whose workers are a real-time gateway.
+//!
+//! # Layout
+//! - [`config`]: `gateway.properties` -> typed, validated [`config::Config`].
+//! - [`supervisor`]: the master process: listen socket, worker processes, heartbeats, watchdog,
+//!   memory limits, restart backoff, SIGHUP reloads, systemd notifications.
+//! - [`ipc`]: the master <-> worker channel: message types and framing.
+//! - [`worker`]: the worker process: inherited listener, accept thread, HTTP, heartbeat answers,
+//!   drain.
+//! - [`control`]: the master's local control socket and the `status` report.
+//! - [`logging`]: log lines that name their process (`master` / `worker[slot]`) and pid.
+
+pub mod config;
+pub mod control;
+pub mod ipc;
+pub mod logging;
+pub mod supervisor;
+pub mod worker;
