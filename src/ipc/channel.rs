@@ -1,0 +1,158 @@
+//! Length-prefixed JSON frames over a tokio Unix stream, typed per direction.
+
+use std::io;
+use std::marker::PhantomData;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+
+use super::MAX_FRAME;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IpcError {
+    #[error("ipc channel i/o failed")]
+    Io(#[from] io::Error),
+    #[error("ipc frame of {len} bytes is over the {MAX_FRAME}-byte limit")]
+    FrameTooLarge { len: usize },
+    #[error("ipc frame of zero length")]
+    EmptyFrame,
+    #[error("ipc frame is not a valid message")]
+    Decode(#[source] serde_json::Error),
+    #[error("ipc message could not be encoded")]
+    Encode(#[source] serde_json::Error),
+}
+
+/// One end of the channel: sends `Tx`, receives `Rx`.
+pub struct Channel<Tx, Rx> {
+    pub sender: Sender<Tx>,
+    pub receiver: Receiver<Rx>,
+}
+
+impl<Tx: Serialize, Rx: DeserializeOwned> Channel<Tx, Rx> {
+    pub fn new(stream: UnixStream) -> Self {
+        let (read, write) = stream.into_split();
+        Channel {
+            sender: Sender {
+                write,
+                _tx: PhantomData,
+            },
+            receiver: Receiver {
+                read,
+                _rx: PhantomData,
+            },
+        }
+    }
+}
+
+pub struct Sender<Tx> {
+    write: OwnedWriteHalf,
+    _tx: PhantomData<fn(Tx)>,
+}
+
+impl<Tx: Serialize> Sender<Tx> {
+    pub async fn send(&mut self, msg: &Tx) -> Result<(), IpcError> {
+        let frame = encode(msg)?;
+        self.write.write_all(&frame).await?;
+        Ok(())
+    }
+}
+
+pub struct Receiver<Rx> {
+    read: OwnedReadHalf,
+    _rx: PhantomData<fn() -> Rx>,
+}
+
+impl<Rx: DeserializeOwned> Receiver<Rx> {
+    /// The next message, or `None` once the other side has closed the channel.
+    pub async fn recv(&mut self) -> Result<Option<Rx>, IpcError> {
+        let len = match self.read.read_u32().await {
+            Ok(len) => len as usize,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        check_len(len)?;
+        let mut body = vec![0; len];
+        self.read.read_exact(&mut body).await?;
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(IpcError::Decode)
+    }
+}
+
+fn check_len(len: usize) -> Result<(), IpcError> {
+    match len {
+        0 => Err(IpcError::EmptyFrame),
+        n if n > MAX_FRAME => Err(IpcError::FrameTooLarge { len: n }),
+        _ => Ok(()),
+    }
+}
+
+/// One whole frame, length prefix included, so it goes out in a single write.
+fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, IpcError> {
+    let mut frame = vec![0; 4];
+    serde_json::to_writer(&mut frame, msg).map_err(IpcError::Encode)?;
+    let len = frame.len() - 4;
+    check_len(len)?;
+    let prefix = u32::try_from(len).map_err(|_| IpcError::FrameTooLarge { len })?;
+    frame[..4].copy_from_slice(&prefix.to_be_bytes());
+    Ok(frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipc::{ToMaster, ToWorker, WorkerReport};
+
+    #[tokio::test]
+    async fn messages_cross_in_both_directions() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut master: Channel<ToWorker, ToMaster> = Channel::new(a);
+        let mut worker: Channel<ToMaster, ToWorker> = Channel::new(b);
+        master
+            .sender
+            .send(&ToWorker::Heartbeat { seq: 7 })
+            .await
+            .unwrap();
+        assert_eq!(
+            worker.receiver.recv().await.unwrap(),
+            Some(ToWorker::Heartbeat { seq: 7 })
+        );
+        let report = WorkerReport {
+            rss: 1,
+            heap_used: 2,
+            heap_total: 3,
+            clients: 4,
+            loop_lag_us: 5,
+        };
+        worker
+            .sender
+            .send(&ToMaster::HeartbeatAck { seq: 7, report })
+            .await
+            .unwrap();
+        assert_eq!(
+            master.receiver.recv().await.unwrap(),
+            Some(ToMaster::HeartbeatAck { seq: 7, report })
+        );
+        drop(worker);
+        assert_eq!(master.receiver.recv().await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn oversized_frame_is_refused_before_allocating() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut rx: Channel<ToWorker, ToMaster> = Channel::new(a);
+        b.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+        let err = rx.receiver.recv().await.unwrap_err();
+        assert!(matches!(err, IpcError::FrameTooLarge { .. }), "{err}");
+    }
+
+    #[test]
+    fn wire_format_is_tagged_json() {
+        let frame = encode(&ToWorker::Drain { timeout_ms: 5 }).unwrap();
+        assert_eq!(&frame[..4], &31u32.to_be_bytes());
+        assert_eq!(&frame[4..], br#"{"type":"drain","timeout_ms":5}"#);
+    }
+}

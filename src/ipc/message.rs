@@ -1,0 +1,46 @@
+//! The two message enums of the master <-> worker channel (format: see the module above).
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+
+/// Messages the master sends to a worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToWorker {
+    Init {
+        generation: u64,
+        config: Box<Config>,
+    },
+    Heartbeat {
+        seq: u64,
+    },
+    Drain {
+        timeout_ms: u64,
+    },
+}
+
+/// Messages a worker sends to the master.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToMaster {
+    Ready,
+    HeartbeatAck { seq: u64, report: WorkerReport },
+    Draining { clients: u64 },
+}
+
+/// What a worker says about itself in each heartbeat answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerReport {
+    /// Resident set size in bytes, as the worker sees it (the master measures its own too).
+    pub rss: u64,
+    /// Bytes the allocator has handed out and not taken back.
+    pub heap_used: u64,
+    /// Bytes the allocator holds from the operating system.
+    pub heap_total: u64,
+    /// Open client connections.
+    pub clients: u64,
+    /// Worst lateness of the worker's event-loop probe timer since the last answer, in
+    /// microseconds: how long work queued on the loop had to wait.
+    pub loop_lag_us: u64,
+}

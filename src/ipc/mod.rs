@@ -1,0 +1,29 @@
+//! The channel between the master and one worker: a Unix socket pair, typed on both ends.
+//!
+//! # Wire format
+//! Each message is one frame: a 4-byte big-endian length `N` (1..=[`MAX_FRAME`]) followed by `N`
+//! bytes of UTF-8 JSON holding one message, tagged by its `"type"` field:
+//!
+//! master -> worker ([`ToWorker`]):
+//! - `{"type":"init","generation":3,"config":{...}}`: first frame, always; the effective config.
+//! - `{"type":"heartbeat","seq":17}`: answer with `heartbeat_ack` carrying the same `seq`.
+//! - `{"type":"drain","timeout_ms":10000}`: stop accepting, finish in-flight work, then exit 0;
+//!   connections still open after `timeout_ms` are closed.
+//!
+//! worker -> master ([`ToMaster`]):
+//! - `{"type":"ready"}`: the worker accepts connections.
+//! - `{"type":"heartbeat_ack","seq":17,"report":{"rss":..,"heap_used":..,"heap_total":..,
+//!   "clients":..,"loop_lag_us":..}}`: see [`WorkerReport`].
+//! - `{"type":"draining","clients":12}`: the worker stopped accepting and is finishing.
+//!
+//! A frame longer than [`MAX_FRAME`] is refused before anything is allocated for it. End of
+//! stream on either side means the other process is gone: a worker exits, the master replaces.
+
+mod channel;
+mod message;
+
+pub use channel::{Channel, IpcError, Receiver, Sender};
+pub use message::{ToMaster, ToWorker, WorkerReport};
+
+/// Largest frame either side accepts (the init frame carries the whole config).
+pub const MAX_FRAME: usize = 1 << 20;
