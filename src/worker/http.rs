@@ -1,0 +1,163 @@
+//! The worker's HTTP side: serves each accepted connection with hyper, counts open connections
+//! (the `clients` of heartbeat answers) and closes them gracefully on drain.
+//!
+//! Routes: `GET /health` -> `{"worker":<slot>,"pid":<pid>,"generation":<n>,"clients":<open>}`.
+//! The socket.io gateway mounts beside it in a later step.
+
+use std::net::TcpStream as StdTcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use hyper::server::conn::http1;
+use hyper::service::{Service, service_fn};
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use serde::Serialize;
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, watch};
+
+/// Who this worker is, as `/health` tells it.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Identity {
+    pub worker: usize,
+    pub pid: u32,
+    pub generation: u64,
+}
+
+#[derive(Clone)]
+struct AppState {
+    identity: Identity,
+    clients: Arc<Clients>,
+}
+
+#[derive(Serialize)]
+struct Health {
+    #[serde(flatten)]
+    identity: Identity,
+    clients: u64,
+}
+
+/// Open connections, and a way to wait until there are none.
+#[derive(Default)]
+struct Clients {
+    open: AtomicU64,
+    gone: Notify,
+}
+
+pub struct HttpServer {
+    router: Router,
+    clients: Arc<Clients>,
+    /// Flipped to `true` to ask every connection to finish its request and close.
+    closing: watch::Sender<bool>,
+}
+
+impl HttpServer {
+    pub fn new(identity: Identity) -> HttpServer {
+        let clients = Arc::new(Clients::default());
+        let router = Router::new()
+            .route("/health", get(health))
+            .with_state(AppState {
+                identity,
+                clients: clients.clone(),
+            });
+        HttpServer {
+            router,
+            clients,
+            closing: watch::Sender::new(false),
+        }
+    }
+
+    /// Open connections right now.
+    pub fn clients(&self) -> u64 {
+        self.clients.open.load(Ordering::Relaxed)
+    }
+
+    /// Serves one accepted connection on a task of its own.
+    pub fn serve(&self, stream: StdTcpStream) {
+        let stream = match stream
+            .set_nonblocking(true)
+            .and_then(|()| TcpStream::from_std(stream))
+        {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!("cannot serve an accepted connection: {e}");
+                return;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let guard = ClientGuard::new(self.clients.clone());
+        let router = TowerToHyperService::new(self.router.clone());
+        let mut closing = self.closing.subscribe();
+        let (first_request, mut requested) = watch::channel(false);
+        let service = service_fn(move |request| {
+            first_request.send_if_modified(|seen| !std::mem::replace(seen, true));
+            router.call(request)
+        });
+        tokio::spawn(async move {
+            let conn = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            // On drain, a connection finishes the request it is on and closes. One accepted just
+            // before the drain has not sent its request yet (a client's connect and write race
+            // our accept): closing it now would fail a request the client already sent, so it
+            // is served first. The worker's drain deadline bounds the wait.
+            let drained = async {
+                let _ = closing.wait_for(|closing| *closing).await;
+                let _ = requested.wait_for(|seen| *seen).await;
+            };
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
+                () = drained => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!("connection ended with an error: {e}");
+            }
+            drop(guard);
+        });
+    }
+
+    /// Asks every connection to finish its current request and close; resolves once all have.
+    pub async fn close_all(self) {
+        self.closing.send_replace(true);
+        loop {
+            let gone = self.clients.gone.notified();
+            if self.clients() == 0 {
+                return;
+            }
+            gone.await;
+        }
+    }
+}
+
+async fn health(State(state): State<AppState>) -> Json<Health> {
+    Json(Health {
+        identity: state.identity,
+        clients: state.clients.open.load(Ordering::Relaxed),
+    })
+}
+
+/// Counts one open connection for as long as it lives.
+struct ClientGuard(Arc<Clients>);
+
+impl ClientGuard {
+    fn new(clients: Arc<Clients>) -> ClientGuard {
+        clients.open.fetch_add(1, Ordering::Relaxed);
+        ClientGuard(clients)
+    }
+}
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.gone.notify_waiters();
+        }
+    }
+}

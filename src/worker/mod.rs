@@ -1,0 +1,186 @@
+//! The worker process: started by the master as `activestack-gateway worker ...` with the shared
+//! listen socket and its end of the master channel as inherited file descriptors.
+//!
+//! Life of a worker: read `init` (the config) -> start accepting -> say `ready` -> serve, answer
+//! every heartbeat with a [`WorkerReport`] -> on `drain` (or SIGTERM) stop accepting, finish
+//! in-flight requests, close what is left at the drain deadline, exit 0. If the master goes away
+//! (end of the channel) the worker exits at once; the kernel also kills it then (parent-death
+//! signal), so no worker outlives its master.
+
+mod acceptor;
+mod http;
+mod lag;
+pub mod memory;
+
+use std::net::TcpListener;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
+use signal_hook_tokio::Signals;
+use tokio::net::UnixStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::ipc::{Channel, IpcError, ToMaster, ToWorker, WorkerReport};
+use crate::logging::{self, Role};
+use acceptor::Acceptor;
+use http::{HttpServer, Identity};
+use lag::LagProbe;
+
+/// File descriptors the master hands every worker (fixed numbers, set up before exec).
+pub const LISTEN_FD: RawFd = 3;
+pub const IPC_FD: RawFd = 4;
+
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerArgs {
+    pub slot: usize,
+    pub listen_fd: RawFd,
+    pub ipc_fd: RawFd,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(
+        "file descriptor {fd} ({what}) is not an open socket: workers are started by the master, not by hand"
+    )]
+    NotInherited { fd: RawFd, what: &'static str },
+    #[error("cannot start the worker's event loop")]
+    Runtime(#[source] std::io::Error),
+    #[error("cannot start accepting connections")]
+    Accept(#[source] std::io::Error),
+    #[error("cannot listen for signals")]
+    Signals(#[source] std::io::Error),
+    #[error("the master channel failed")]
+    Ipc(#[from] IpcError),
+    #[error("the master's first message was not init")]
+    NoInit,
+}
+
+/// Runs the worker until it has drained or its master is gone.
+pub fn run(args: WorkerArgs) -> Result<(), WorkerError> {
+    let listener = TcpListener::from(inherited_socket(args.listen_fd, "listen socket")?);
+    let ipc = StdUnixStream::from(inherited_socket(args.ipc_fd, "master channel")?);
+    ipc.set_nonblocking(true).map_err(WorkerError::Runtime)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(WorkerError::Runtime)?;
+    runtime.block_on(async {
+        let ipc = UnixStream::from_std(ipc).map_err(WorkerError::Runtime)?;
+        serve(args.slot, listener, Channel::new(ipc)).await
+    })
+}
+
+/// Takes ownership of an inherited descriptor after checking that it is a socket.
+fn inherited_socket(fd: RawFd, what: &'static str) -> Result<OwnedFd, WorkerError> {
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes into `stat` and only reads `fd`; an invalid fd gives -1, checked.
+    let ok = unsafe { libc::fstat(fd, stat.as_mut_ptr()) } == 0;
+    // SAFETY: fstat succeeded, so it filled `stat`.
+    if !ok || unsafe { stat.assume_init() }.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(WorkerError::NotInherited { fd, what });
+    }
+    // SAFETY: the fd is open, a socket, and nothing else in this process owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+async fn serve(
+    slot: usize,
+    listener: TcpListener,
+    mut channel: Channel<ToMaster, ToWorker>,
+) -> Result<(), WorkerError> {
+    let Some(ToWorker::Init { generation, config }) = channel.receiver.recv().await? else {
+        return Err(WorkerError::NoInit);
+    };
+    logging::init(Role::Worker { slot }, config.frontend.log_level);
+    let Config { cluster, .. } = *config;
+
+    let (stop_probe, probe_stop) = watch::channel(false);
+    let probe = LagProbe::default();
+    tokio::spawn(probe.clone().run(probe_stop));
+
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT]).map_err(WorkerError::Signals)?;
+    let server = HttpServer::new(Identity {
+        worker: slot,
+        pid: std::process::id(),
+        generation,
+    });
+    let (acceptor, mut conns) = Acceptor::start(listener).map_err(WorkerError::Accept)?;
+    channel.sender.send(&ToMaster::Ready).await?;
+    tracing::info!(generation, "ready");
+
+    let mut drain_deadline: Option<Instant> = None;
+    let mut accepting = true;
+    let mut closing: Option<Pin<Box<dyn Future<Output = ()>>>> = None;
+    let mut server = Some(server);
+    loop {
+        tokio::select! {
+            conn = conns.recv(), if accepting => match (conn, &server) {
+                (Some(stream), Some(server)) => server.serve(stream),
+                _ => {
+                    // The acceptor has stopped: every accepted connection is being served.
+                    accepting = false;
+                    if let Some(server) = server.take() {
+                        closing = Some(Box::pin(server.close_all()));
+                    }
+                }
+            },
+            msg = channel.receiver.recv() => match msg? {
+                Some(ToWorker::Heartbeat { seq }) => {
+                    let (heap_used, heap_total) = memory::heap();
+                    let report = WorkerReport {
+                        rss: memory::rss_of(std::process::id()).unwrap_or(0),
+                        heap_used,
+                        heap_total,
+                        clients: server.as_ref().map_or(0, HttpServer::clients),
+                        loop_lag_us: probe.take_max_us(),
+                    };
+                    channel.sender.send(&ToMaster::HeartbeatAck { seq, report }).await?;
+                }
+                Some(ToWorker::Drain { timeout_ms }) => {
+                    start_drain(&acceptor, &mut drain_deadline, Duration::from_millis(timeout_ms));
+                    let clients = server.as_ref().map_or(0, HttpServer::clients);
+                    channel.sender.send(&ToMaster::Draining { clients }).await?;
+                }
+                Some(ToWorker::Init { .. }) => tracing::warn!("ignoring a second init from the master"),
+                None => {
+                    tracing::warn!("the master is gone; exiting");
+                    return Ok(());
+                }
+            },
+            Some(signal) = signals.next() => match signal {
+                SIGQUIT => {
+                    tracing::info!("SIGQUIT: exiting now");
+                    return Ok(());
+                }
+                _ => start_drain(&acceptor, &mut drain_deadline, cluster.drain_timeout),
+            },
+            () = async { if let Some(c) = closing.as_mut() { c.await } }, if closing.is_some() => {
+                tracing::info!("drained: all connections closed");
+                break;
+            }
+            () = tokio::time::sleep_until(drain_deadline.unwrap_or_else(Instant::now)), if drain_deadline.is_some() => {
+                tracing::warn!("drain timeout: closing the connections still open");
+                break;
+            }
+        }
+    }
+    let _ = stop_probe.send(true);
+    Ok(())
+}
+
+fn start_drain(acceptor: &Acceptor, deadline: &mut Option<Instant>, timeout: Duration) {
+    if deadline.is_none() {
+        tracing::info!(
+            timeout_ms = timeout.as_millis() as u64,
+            "draining: no new connections"
+        );
+        acceptor.stop();
+        *deadline = Some(Instant::now() + timeout);
+    }
+}
