@@ -1,0 +1,158 @@
+//! Command line of activestack-gateway: parses arguments and calls into the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use activestack_gateway::config::{Config, Loaded, LogLevel, Origin};
+use activestack_gateway::control;
+use activestack_gateway::logging::{self, Role};
+use activestack_gateway::supervisor;
+use activestack_gateway::worker::{self, IPC_FD, LISTEN_FD, WorkerArgs};
+
+/// Exit code for a config file that cannot be read or is invalid.
+const EXIT_CONFIG: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "activestack-gateway",
+    version,
+    about = "A pre-fork cluster of real-time gateway workers, supervised by one master process.",
+    long_about = "A pre-fork cluster of real-time gateway workers, supervised by one master process.\n\n\
+        The master binds the listen socket once, starts cluster.workerCount worker processes that \
+        share it, sends them heartbeats, and replaces any that hang, crash or outgrow their memory \
+        limits. Configuration is a Java-style .properties file (see conf/gateway.properties).\n\n\
+        Signals to the master: SIGHUP re-reads the config and replaces the workers without \
+        dropping connections; SIGTERM/SIGINT drain and stop; SIGQUIT stops at once; SIGTTIN / \
+        SIGTTOU add / remove one worker."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the cluster: a master and its workers, in the foreground.
+    #[command(alias = "s")]
+    Server {
+        /// Config file. Without it: /etc/activestack-gateway/gateway.properties if it exists,
+        /// else the built-in defaults.
+        config: Option<PathBuf>,
+    },
+    /// Check a config file and print the effective configuration (every key, its value and
+    /// where it came from). Exit code 2 if the file is invalid.
+    CheckConfig {
+        /// Config file to check.
+        config: PathBuf,
+    },
+    /// Show the running cluster's workers (asks the master over cluster.controlSocket).
+    Status {
+        /// Config file of the running cluster, to find its control socket.
+        config: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one worker process (started by the master, not by hand).
+    #[command(hide = true)]
+    Worker {
+        #[arg(long)]
+        slot: usize,
+        #[arg(long, default_value_t = LISTEN_FD)]
+        listen_fd: i32,
+        #[arg(long, default_value_t = IPC_FD)]
+        ipc_fd: i32,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Server { config } => server(config),
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Status { config, json } => status(config.as_deref(), json),
+        Command::Worker {
+            slot,
+            listen_fd,
+            ipc_fd,
+        } => worker::run(WorkerArgs {
+            slot,
+            listen_fd,
+            ipc_fd,
+        })
+        .map(|()| ExitCode::SUCCESS)
+        .with_context(|| format!("worker {slot} failed")),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("activestack-gateway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The config named on the command line (or the default one), or exit code 2 with the reason.
+fn load_config(path: Option<&Path>) -> Result<Loaded, ExitCode> {
+    Config::resolve(path).map_err(|e| {
+        eprintln!("activestack-gateway: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn server(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let loaded = match load_config(path.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(code) => return Ok(code),
+    };
+    logging::init(Role::Master, loaded.config.frontend.log_level);
+    supervisor::run(loaded, path)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
+    let loaded = match load_config(Some(path)) {
+        Ok(loaded) => loaded,
+        Err(code) => return Ok(code),
+    };
+    for warning in &loaded.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let entries = loaded.config.entries();
+    let width = entries.iter().map(|e| e.key.len()).max().unwrap_or(0);
+    println!("# effective configuration from {}", path.display());
+    for entry in entries {
+        let origin = match entry.origin {
+            Origin::Default => "default".to_string(),
+            Origin::File { line } => format!("line {line}"),
+        };
+        println!("{:<width$} = {:<30} # {origin}", entry.key, entry.value);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(path: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
+    logging::init(Role::Cli, LogLevel::Warn);
+    // The running master may hold an older, valid config than the file now on disk: find its
+    // socket even if the file has since been broken, and say so.
+    let socket = match Config::resolve(path) {
+        Ok(loaded) => loaded.config.cluster.control_socket,
+        Err(e) => {
+            eprintln!(
+                "warning: the config file has problems (the running master keeps its own):\n{e}"
+            );
+            Config::control_socket_of(path)
+        }
+    };
+    let report = control::query_status(&socket)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", control::render_table(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
