@@ -1,0 +1,113 @@
+//! The command line: config errors are exit code 2 with the file, line and key named; never a
+//! silent fall-back to defaults.
+
+mod common;
+
+use std::process::Command;
+
+use common::BIN;
+
+fn run(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(BIN).args(args).output().expect("run binary");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_missing_config_file_is_exit_code_2_naming_it() {
+    let (code, _, stderr) = run(&["server", "/nonexistent/gateway.properties"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("/nonexistent/gateway.properties"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_invalid_config_is_exit_code_2_naming_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.properties");
+    std::fs::write(
+        &path,
+        "cluster.heartbeatInterval=1000\ncluster.workerTimeout=5s\nfrontend.flash_policy_port=10443 # comment\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(&["server", path.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    assert!(stdout.is_empty());
+    assert!(
+        stderr.contains(
+            ":2: cluster.workerTimeout = \"5s\": expected milliseconds as a whole number"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(":3: frontend.flash_policy_port = \"10443 # comment\""),
+        "{stderr}"
+    );
+    let (code, _, _) = run(&["check-config", path.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+}
+
+#[test]
+fn check_config_prints_every_effective_key_and_its_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.properties");
+    std::fs::write(
+        &path,
+        "# comment\ncluster.workerCount=3\nfrontend.session_secret=s3cret\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(&["check-config", path.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("cluster.workerCount"))
+        .expect(&stdout);
+    assert!(line.contains("= 3") && line.contains("line 2"), "{line}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("cluster.heartbeatInterval"))
+        .unwrap();
+    assert!(line.contains("1000") && line.contains("default"), "{line}");
+    assert!(!stdout.contains("s3cret"), "secrets are never printed");
+}
+
+#[test]
+fn the_shipped_config_is_valid() {
+    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/gateway.properties");
+    let (code, _, stderr) = run(&["check-config", conf]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
+
+#[test]
+fn status_without_a_master_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.properties");
+    let socket = dir.path().join("control.sock");
+    std::fs::write(
+        &path,
+        format!("cluster.controlSocket={}\n", socket.display()),
+    )
+    .unwrap();
+    let (code, _, stderr) = run(&["status", path.to_str().unwrap(), "--json"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("no master answers"), "{stderr}");
+}
+
+#[test]
+fn help_explains_every_command() {
+    let (code, stdout, _) = run(&["--help"]);
+    assert_eq!(code, Some(0));
+    for command in ["server", "check-config", "status"] {
+        assert!(stdout.contains(command), "{stdout}");
+    }
+    assert!(
+        !stdout.lines().any(|l| l.trim_start().starts_with("worker")),
+        "the worker command is hidden"
+    );
+}

@@ -1,0 +1,92 @@
+//! The cluster as a whole: workers share one port, `status --json` tells the truth, and the
+//! worker count follows SIGTTIN / SIGTTOU.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::{Cluster, alive, health, wait_for, workers};
+use nix::sys::signal::Signal;
+
+#[test]
+fn workers_share_the_port_and_answer_with_their_pid() {
+    let cluster = Cluster::start("cluster.workerCount=3");
+    let addr = cluster.addr();
+    let pids: BTreeSet<i32> = cluster.worker_pids().into_iter().collect();
+    assert_eq!(pids.len(), 3);
+    let mut seen = BTreeSet::new();
+    wait_for("requests to reach every worker", || {
+        let body = health(addr).expect("health");
+        seen.insert(body["pid"].as_i64().unwrap() as i32);
+        (seen == pids).then_some(())
+    });
+}
+
+#[test]
+fn status_json_describes_the_cluster() {
+    let cluster = Cluster::start("cluster.workerCount=2");
+    let status = cluster.wait_ready();
+    assert_eq!(status["master_pid"].as_i64(), Some(cluster.pid() as i64));
+    assert_eq!(status["config_path"].as_str(), cluster.config.to_str());
+    assert_eq!(status["generation"], 1);
+    assert_eq!(status["desired_workers"], 2);
+    assert_eq!(status["phase"], "running");
+    let workers = workers(&status);
+    let slots: Vec<u64> = workers
+        .iter()
+        .map(|w| w["slot"].as_u64().unwrap())
+        .collect();
+    assert_eq!(slots, [0, 1]);
+    for w in &workers {
+        let pid = w["pid"].as_i64().unwrap() as i32;
+        assert!(alive(pid), "worker {pid} is not running");
+        assert_eq!(w["state"], "ready");
+        assert_eq!(w["restarts"], 0);
+        assert!(w["uptime_ms"].as_u64().is_some());
+    }
+    // After a heartbeat or two, every worker has answered and been measured.
+    let status = wait_for("heartbeat answers", || {
+        let status = cluster.status()?;
+        common::workers(&status)
+            .iter()
+            .all(|w| w["heartbeat_age_ms"].is_u64() && w["rss"].as_u64() > Some(0))
+            .then_some(status)
+    });
+    for w in common::workers(&status) {
+        assert!(w["heap_total"].as_u64() >= w["heap_used"].as_u64());
+        assert!(w["heap_used"].as_u64() > Some(0));
+    }
+    // The same pids answer /health.
+    let body = health(cluster.addr()).unwrap();
+    let pid = body["pid"].as_i64().unwrap();
+    assert!(
+        common::workers(&status)
+            .iter()
+            .any(|w| w["pid"].as_i64() == Some(pid))
+    );
+}
+
+#[test]
+fn sigttin_and_sigttou_add_and_remove_a_worker() {
+    let cluster = Cluster::start("cluster.workerCount=2");
+    cluster.signal(Signal::SIGTTIN);
+    wait_for("a third worker", || {
+        let status = cluster.wait_ready();
+        (workers(&status).len() == 3).then_some(())
+    });
+    // Signals of one kind do not queue: one at a time.
+    for left in [2, 1] {
+        cluster.signal(Signal::SIGTTOU);
+        wait_for(&format!("{left} workers left"), || {
+            let status = cluster.wait_ready();
+            (workers(&status).len() == left).then_some(())
+        });
+    }
+    cluster.signal(Signal::SIGTTOU);
+    cluster.wait_log(&["SIGTTOU: already at one worker"]);
+    wait_for("one worker left", || {
+        let status = cluster.wait_ready();
+        (workers(&status).len() == 1).then_some(())
+    });
+    health(cluster.addr()).expect("still serving");
+}

@@ -1,0 +1,310 @@
+//! Test harness: runs the real binary as a cluster on a free port with a config of its own, and
+//! waits on conditions (status, logs, HTTP answers) with deadlines, never on fixed sleeps.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_activestack-gateway");
+
+/// How long any one condition may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Fast intervals so that tests finish quickly; each test adds or overrides keys.
+pub const FAST: &str = "\
+frontend.host=127.0.0.1
+frontend.port=0
+frontend.logLevel=debug
+cluster.workerCount=2
+cluster.heartbeatInterval=100
+cluster.workerTimeout=500
+cluster.watchdogInterval=100
+cluster.workerRestartDelay=50
+cluster.maxRestartBackoff=4
+cluster.drainTimeout=3000
+";
+
+pub struct Cluster {
+    pub master: Child,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Cluster {
+    /// Starts a master with `FAST` plus `extra` keys, and waits until all workers are ready.
+    pub fn start(extra: &str) -> Cluster {
+        Self::start_with_env(extra, &[])
+    }
+
+    pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("gateway.properties");
+        write_config(&config, dir.path(), extra);
+        let mut command = Command::new(BIN);
+        command
+            .arg("server")
+            .arg(&config)
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut master = command.spawn().expect("start master");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = master.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let cluster = Cluster {
+            master,
+            dir,
+            config,
+            log,
+        };
+        cluster.wait_ready();
+        cluster
+    }
+
+    /// Rewrites the config file (same FAST base, new extra keys).
+    pub fn rewrite_config(&self, extra: &str) {
+        write_config(&self.config, self.dir.path(), extra);
+    }
+
+    /// Writes `text` as the whole config file, as an operator's edit would.
+    pub fn write_raw_config(&self, text: &str) {
+        std::fs::write(&self.config, text).expect("write config");
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.master.id() as i32
+    }
+
+    /// `status --json` from the running master.
+    pub fn status(&self) -> Option<Value> {
+        let out = Command::new(BIN)
+            .arg("status")
+            .arg(&self.config)
+            .arg("--json")
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Waits until status shows `desired_workers` ready workers of the current generation and
+    /// nothing else (no starting, draining or killed workers).
+    pub fn wait_ready(&self) -> Value {
+        wait_for("all workers ready", || {
+            let status = self.status()?;
+            let generation = status["generation"].as_u64()?;
+            let desired = status["desired_workers"].as_u64()? as usize;
+            let workers = status["workers"].as_array()?;
+            let all_current = workers
+                .iter()
+                .all(|w| w["state"] == "ready" && w["generation"].as_u64() == Some(generation));
+            (status["phase"] == "running" && workers.len() == desired && all_current)
+                .then_some(status)
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        let status = wait_for("status", || self.status());
+        status["listen"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// Pids of the ready workers, by slot order.
+    pub fn worker_pids(&self) -> Vec<i32> {
+        let status = self.wait_ready();
+        workers(&status)
+            .iter()
+            .map(|w| w["pid"].as_i64().unwrap() as i32)
+            .collect()
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        signal_pid(self.pid(), signal);
+    }
+
+    /// The log lines so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits for a log line containing every one of `needles`, and returns it.
+    pub fn wait_log(&self, needles: &[&str]) -> String {
+        wait_for(&format!("a log line with {needles:?}"), || {
+            self.log()
+                .into_iter()
+                .find(|line| needles.iter().all(|n| line.contains(n)))
+        })
+    }
+
+    pub fn count_log(&self, needles: &[&str]) -> usize {
+        self.log()
+            .iter()
+            .filter(|line| needles.iter().all(|n| line.contains(n)))
+            .count()
+    }
+
+    /// Waits for the master to exit and returns its status.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let master = &mut self.master;
+        wait_for("master exit", || master.try_wait().ok().flatten())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Workers die with their master (parent-death signal).
+        let _ = self.master.kill();
+        let _ = self.master.wait();
+    }
+}
+
+/// FAST, with the keys `extra` sets replaced by its values.
+fn write_config(path: &Path, dir: &Path, extra: &str) {
+    let key = |line: &str| line.split('=').next().unwrap_or("").trim().to_owned();
+    let overridden: Vec<String> = extra.lines().map(key).collect();
+    let base: String = FAST
+        .lines()
+        .filter(|line| !overridden.contains(&key(line)))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let text = format!(
+        "{base}cluster.controlSocket={}\n{extra}\n",
+        dir.join("control.sock").display()
+    );
+    std::fs::write(path, text).expect("write config");
+}
+
+pub fn workers(status: &Value) -> Vec<Value> {
+    status["workers"].as_array().cloned().unwrap_or_default()
+}
+
+pub fn signal_pid(pid: i32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).expect("send signal");
+}
+
+/// Polls `check` every few milliseconds until it gives a value; panics after [`DEADLINE`].
+pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out after {DEADLINE:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// One `GET /health` on a new connection; the parsed JSON body.
+pub fn health(addr: SocketAddr) -> Result<Value, String> {
+    let response = http_get(addr, "/health")?;
+    let (head, body) = response.split_once("\r\n\r\n").ok_or("no header end")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("bad status: {head}"));
+    }
+    serde_json::from_str(body).map_err(|e| format!("bad body {body:?}: {e}"))
+}
+
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("write: {e}"))?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| format!("read: {e}"))?;
+    if response.is_empty() {
+        return Err("empty response".into());
+    }
+    Ok(response)
+}
+
+/// Is a process with this pid still running (a zombie counts as gone)?
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next());
+            !matches!(state, Some("Z") | Some("X") | None)
+        }
+        Err(_) => false,
+    }
+}
+
+/// Hammers `/health` from `threads` clients (new connection each request) until stopped.
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<(u64, Vec<String>)>>,
+}
+
+pub struct LoadResult {
+    pub ok: u64,
+    pub failures: Vec<String>,
+}
+
+impl Load {
+    pub fn start(addr: SocketAddr, threads: usize) -> Load {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..threads)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let (mut ok, mut failures) = (0, Vec::new());
+                    let start = Instant::now();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                        && start.elapsed() < Duration::from_secs(120)
+                    {
+                        match health(addr) {
+                            Ok(_) => ok += 1,
+                            Err(e) => failures.push(e),
+                        }
+                    }
+                    (ok, failures)
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    pub fn finish(self) -> LoadResult {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut result = LoadResult {
+            ok: 0,
+            failures: Vec::new(),
+        };
+        for thread in self.threads {
+            let (ok, failures) = thread.join().expect("load thread");
+            result.ok += ok;
+            result.failures.extend(failures);
+        }
+        result
+    }
+}
