@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs the tools the tests need and starts the local services they use, if stopped.
+# Idempotent: does nothing that is already done.
+set -euo pipefail
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "== installing cargo-nextest"
+  cargo install cargo-nextest --locked
+fi
+for component in rustfmt clippy; do
+  if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
+    rustup component add "$component"
+  fi
+done
