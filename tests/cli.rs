@@ -111,3 +111,24 @@ fn help_explains_every_command() {
         "the worker command is hidden"
     );
 }
+
+#[test]
+fn the_readme_documents_every_config_key() {
+    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/gateway.properties");
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let (code, stdout, _) = run(&["check-config", conf]);
+    assert_eq!(code, Some(0));
+    let keys: Vec<&str> = stdout
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(keys.len() > 30, "{stdout}");
+    for key in keys {
+        assert!(
+            readme.contains(&format!("`{key}`")),
+            "README.md does not document {key}"
+        );
+    }
+}
