@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Cluster, alive, health, signal_pid, wait_for, workers};
+use common::{BIN, Cluster, alive, health, signal_pid, wait_for, workers, zombies_of};
 use nix::sys::signal::Signal;
 
 /// workerTimeout + watchdogInterval + 100 ms, with FAST's values.
@@ -66,6 +66,11 @@ fn killed_worker_is_replaced_after_the_backoff() {
     });
     assert_eq!(workers(&status)[1]["restarts"], 1);
     assert_eq!(workers(&status)[0]["restarts"], 0);
+    assert_eq!(
+        zombies_of(cluster.pid()),
+        Vec::<i32>::new(),
+        "the dead worker was reaped"
+    );
 
     // The backoff counter reset at the new worker's first heartbeat: a second kill is again
     // restarted at once.
@@ -119,4 +124,57 @@ fn low_rss_limit_recycles_workers_with_warning_and_backoff() {
     let warnings = cluster.count_log(&[&format!("pid={first}"), "memory warning: rss"]);
     assert_eq!(warnings, 1);
     health(cluster.addr()).expect("capacity never dropped");
+}
+
+/// Workers start from the binary's path on disk: when what is there cannot run, the master keeps
+/// serving with the workers it has and retries under backoff; a fixed binary is picked up.
+#[test]
+fn a_worker_that_cannot_start_does_not_take_the_master_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("activestack-gateway");
+    std::fs::copy(BIN, &bin).unwrap();
+    let cluster = Cluster::start_from(
+        &bin,
+        "cluster.workerCount=2\ncluster.maxRestartBackoff=3",
+        &[],
+    );
+    let pids = cluster.worker_pids();
+
+    // A broken install: the binary now exits at once with status 3.
+    let broken = dir.path().join("broken");
+    std::fs::write(&broken, "#!/bin/sh\nexit 3\n").unwrap();
+    let executable = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(&broken, executable).unwrap();
+    let good = dir.path().join("good");
+    std::fs::rename(&bin, &good).unwrap();
+    std::fs::rename(&broken, &bin).unwrap();
+
+    signal_pid(pids[0], Signal::SIGKILL);
+    wait_for("three failed starts", || {
+        (cluster.count_log(&["slot=0", "exit status: 3"]) >= 3).then_some(())
+    });
+    let line = cluster
+        .log()
+        .into_iter()
+        .filter(|l| l.contains("slot=0") && l.contains("restarting after backoff"))
+        .last()
+        .unwrap();
+    assert!(
+        line.contains("failures=") && !line.contains("failures=1 "),
+        "backoff grows: {line}"
+    );
+    let addr = cluster.addr();
+    for _ in 0..5 {
+        assert_eq!(
+            health(addr).expect("slot 1 still serves")["pid"].as_i64(),
+            Some(pids[1] as i64)
+        );
+    }
+
+    // The fixed binary is picked up by the next restart.
+    std::fs::rename(&good, &bin).unwrap();
+    wait_for("slot 0 serving again", || {
+        let status = cluster.wait_ready();
+        (workers(&status).len() == 2).then_some(())
+    });
 }

@@ -44,10 +44,15 @@ impl Cluster {
     }
 
     pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Cluster {
+        Self::start_from(Path::new(BIN), extra, env)
+    }
+
+    /// Starts the master from the binary at `bin`.
+    pub fn start_from(bin: &Path, extra: &str, env: &[(&str, &str)]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("gateway.properties");
         write_config(&config, dir.path(), extra);
-        let mut command = Command::new(BIN);
+        let mut command = Command::new(bin);
         command
             .arg("server")
             .arg(&config)
@@ -244,6 +249,28 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
         return Err("empty response".into());
     }
     Ok(response)
+}
+
+/// Children of `parent` that have exited but were not reaped.
+pub fn zombies_of(parent: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let mut fields = rest.split_whitespace();
+            let state = fields.next();
+            let ppid = fields.next().and_then(|p| p.parse::<i32>().ok());
+            state == Some("Z") && ppid == Some(parent)
+        })
+        .collect()
 }
 
 /// Is a process with this pid still running (a zombie counts as gone)?
