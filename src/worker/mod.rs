@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook_tokio::Signals;
 use tokio::net::UnixStream;
 use tokio::sync::watch;
@@ -158,6 +158,8 @@ async fn serve(
                     tracing::info!("SIGQUIT: exiting now");
                     return Ok(());
                 }
+                // Reloads are the master's business (a hangup must not kill a worker).
+                SIGHUP => tracing::debug!("SIGHUP ignored: send it to the master"),
                 _ => start_drain(&acceptor, &mut drain_deadline, cluster.drain_timeout),
             },
             () = async { if let Some(c) = closing.as_mut() { c.await } }, if closing.is_some() => {
