@@ -156,8 +156,7 @@ fn a_worker_that_cannot_start_does_not_take_the_master_down() {
     let line = cluster
         .log()
         .into_iter()
-        .filter(|l| l.contains("slot=0") && l.contains("restarting after backoff"))
-        .last()
+        .rfind(|l| l.contains("slot=0") && l.contains("restarting after backoff"))
         .unwrap();
     assert!(
         line.contains("failures=") && !line.contains("failures=1 "),
