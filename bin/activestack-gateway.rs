@@ -56,6 +56,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Send control commands to the running cluster over Redis (gateway.redis.*) and print the
+    /// answers: restart [immediate|graceful] [ms], shutdown CODE [immediate|graceful] [ms],
+    /// loglevel LEVEL, clientmessageresendinterval MS, clientcount, status. Reads commands from
+    /// stdin (until `quit`) unless one is given as arguments.
+    #[command(alias = "c")]
+    Console {
+        /// [CONFIG] [COMMAND...]: a first argument naming an existing file is the config.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Run one worker process (started by the master, not by hand).
     #[command(hide = true)]
     Worker {
@@ -74,6 +84,18 @@ fn main() -> ExitCode {
         Command::Server { config } => server(config),
         Command::CheckConfig { config } => check_config(&config),
         Command::Status { config, json } => status(config.as_deref(), json),
+        Command::Console { args } => {
+            logging::init(Role::Cli, LogLevel::Warn);
+            activestack_gateway::gateway::console::run(args)
+                .map(|ok| {
+                    if ok {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                })
+                .context("console failed")
+        }
         Command::Worker {
             slot,
             listen_fd,
@@ -109,6 +131,10 @@ fn server(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         Ok(loaded) => loaded,
         Err(code) => return Ok(code),
     };
+    if let Some(why) = supervisor::unsupported(&loaded.config) {
+        eprintln!("activestack-gateway: {why}");
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    }
     logging::init(Role::Master, loaded.config.frontend.log_level);
     supervisor::run(loaded, path)?;
     Ok(ExitCode::SUCCESS)

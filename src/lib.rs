@@ -7,12 +7,16 @@
 //! - [`ipc`]: the master <-> worker channel: message types and framing.
 //! - [`worker`]: the worker process: inherited listener, accept thread, HTTP, heartbeat answers,
 //!   drain.
+//! - [`gateway`]: the socket.io <-> RabbitMQ gateway inside each worker: sessions, clients, queues.
 //! - [`control`]: the master's local control socket and the `status` report.
 //! - [`logging`]: log lines that name their process (`master` / `worker[slot]`) and pid.
+//! - [`relay`]: the MongoDB outbox -> NATS JetStream message relay and the EVENTS stream set-up.
 
 pub mod config;
 pub mod control;
+pub mod gateway;
 pub mod ipc;
 pub mod logging;
+pub mod relay;
 pub mod supervisor;
 pub mod worker;

@@ -90,3 +90,13 @@ fn sigttin_and_sigttou_add_and_remove_a_worker() {
     });
     health(cluster.addr()).expect("still serving");
 }
+
+#[test]
+fn a_worker_ignores_sighup() {
+    let cluster = Cluster::start("cluster.workerCount=1");
+    let pid = cluster.worker_pids()[0];
+    common::signal_pid(pid, Signal::SIGHUP);
+    cluster.wait_log(&[&format!("pid={pid}"), "SIGHUP ignored"]);
+    assert!(alive(pid));
+    assert_eq!(cluster.worker_pids(), [pid]);
+}

@@ -499,6 +499,161 @@ pub(crate) static KEYS: &[KeySpec] = &[
         set: |c, v| set(&mut c.gateway.rabbitmq.durable, boolean(v)?),
         get: |c| c.gateway.rabbitmq.durable.to_string(),
     },
+    KeySpec {
+        name: "relay.enabled",
+        unit: "true/false",
+        default: "false",
+        doc: "Run the message relay: every document inserted into the MongoDB outbox collection \
+              is published to NATS JetStream as a Centrifugo command (see docs/outbox.md).",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.relay.enabled, boolean(v)?),
+        get: |c| c.relay.enabled.to_string(),
+    },
+    KeySpec {
+        name: "relay.mongodb.url",
+        unit: "MongoDB URL",
+        default: "mongodb://127.0.0.1:27017/?replicaSet=rs0",
+        doc: "MongoDB holding the outbox (seed: [storage] database_url). Must be a replica set: \
+              the relay watches the outbox with a change stream. Shown as (set) by \
+              check-config: it may hold a password.",
+        sample: Sample::Default,
+        secret: true,
+        set: |c, v| set(&mut c.relay.mongodb_url, mongodb_url(v)?),
+        get: |c| c.relay.mongodb_url.clone(),
+    },
+    KeySpec {
+        name: "relay.mongodb.database",
+        unit: "text",
+        default: "activestack",
+        doc: "Database of the outbox and checkpoint collections (seed: [storage] database_name).",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.relay.database, non_empty(v)?),
+        get: |c| c.relay.database.clone(),
+    },
+    KeySpec {
+        name: "relay.mongodb.outboxCollection",
+        unit: "text",
+        default: "messages_outbox",
+        doc: "Collection the relay watches for inserts (seed: [storage] \
+              messages_outbox_collection_name).",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.relay.outbox_collection, non_empty(v)?),
+        get: |c| c.relay.outbox_collection.clone(),
+    },
+    KeySpec {
+        name: "relay.mongodb.checkpointCollection",
+        unit: "text",
+        default: "relay_checkpoints",
+        doc: "Collection where the relay keeps its change-stream resume token and last published \
+              _id, one document per outbox collection, written only after JetStream acknowledged \
+              everything up to it.",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.relay.checkpoint_collection, non_empty(v)?),
+        get: |c| c.relay.checkpoint_collection.clone(),
+    },
+    KeySpec {
+        name: "relay.nats.url",
+        unit: "NATS URL",
+        default: "nats://127.0.0.1:4222",
+        doc: "NATS server with JetStream (seed: [nats] url). Shown as (set) by check-config: \
+              it may hold a password.",
+        sample: Sample::Default,
+        secret: true,
+        set: |c, v| set(&mut c.relay.nats_url, non_empty(v)?),
+        get: |c| c.relay.nats_url.clone(),
+    },
+    KeySpec {
+        name: "relay.nats.subjectPrefix",
+        unit: "subject",
+        default: "events",
+        doc: "Messages are published to <prefix>.<namespace>.<user> (or \
+              <prefix>.<namespace>.broadcast); the stream holds <prefix>.> (seed: [nats] subject \
+              = events.>).",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| {
+            set(
+                &mut c.relay.subject_prefix,
+                super::relay::subject_prefix(v)?,
+            )
+        },
+        get: |c| c.relay.subject_prefix.clone(),
+    },
+    KeySpec {
+        name: "relay.nats.stream",
+        unit: "stream name",
+        default: "EVENTS",
+        doc: "JetStream stream the relay publishes to and Centrifugo consumes from. Created if \
+              missing (file storage, no limits, 2-minute duplicate window, 1 replica); an existing \
+              stream with other settings is reported, never changed.",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.relay.stream, super::relay::stream_name(v)?),
+        get: |c| c.relay.stream.clone(),
+    },
+    KeySpec {
+        name: "relay.nats.deadLetterSubject",
+        unit: "subject",
+        default: "relay.deadletter",
+        doc: "Outbox documents that are not valid messages are published, with the reason, to \
+              <this>.<outbox collection>: outside the stream Centrifugo reads.",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| {
+            set(
+                &mut c.relay.dead_letter_subject,
+                super::relay::subject_prefix(v)?,
+            )
+        },
+        get: |c| c.relay.dead_letter_subject.clone(),
+    },
+    KeySpec {
+        name: "relay.nats.deadLetterStream",
+        unit: "stream name",
+        default: "RELAY_DEADLETTER",
+        doc: "JetStream stream that keeps the dead letters (<relay.nats.deadLetterSubject>.>); \
+              created if missing.",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| {
+            set(
+                &mut c.relay.dead_letter_stream,
+                super::relay::stream_name(v)?,
+            )
+        },
+        get: |c| c.relay.dead_letter_stream.clone(),
+    },
+    KeySpec {
+        name: "relay.messagesNamespace",
+        unit: "text",
+        default: "personal",
+        doc: "Centrifugo namespace of the users' channels <namespace>:#<user> (seed: [nats] \
+              messages_namespace).",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| {
+            set(
+                &mut c.relay.messages_namespace,
+                super::relay::subject_token(v)?,
+            )
+        },
+        get: |c| c.relay.messages_namespace.clone(),
+    },
+    KeySpec {
+        name: "relay.maxInFlight",
+        unit: "count",
+        default: "256",
+        doc: "Most publishes waiting for their JetStream acknowledgement at once (1 to 65536); \
+              a slow NATS slows the relay down instead of growing its memory.",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.relay.max_in_flight, max_in_flight(v)?),
+        get: |c| c.relay.max_in_flight.to_string(),
+    },
 ];
 
 /// Section headers of the sample file: key prefix and title.
@@ -506,6 +661,7 @@ const GROUPS: &[(&str, &str)] = &[
     ("cluster.", "cluster.*: the master process and its workers"),
     ("frontend.", "frontend.*: where and how clients connect"),
     ("gateway.", "gateway.*: socket.io, Redis and RabbitMQ"),
+    ("relay.", "relay.*: MongoDB outbox -> NATS JetStream relay"),
 ];
 
 /// The table row of `name` (exact, case-sensitive, as .properties keys are).
@@ -628,6 +784,21 @@ fn non_empty(v: &str) -> Result<String, String> {
         return Err("must not be empty".to_string());
     }
     Ok(v.to_string())
+}
+
+fn mongodb_url(v: &str) -> Result<String, String> {
+    if !(v.starts_with("mongodb://") || v.starts_with("mongodb+srv://")) {
+        return Err("expected a mongodb:// or mongodb+srv:// URL".to_string());
+    }
+    Ok(v.to_string())
+}
+
+fn max_in_flight(v: &str) -> Result<usize, String> {
+    let n = whole(v).ok_or("expected a whole number")?;
+    if !(1..=65536).contains(&n) {
+        return Err("must be between 1 and 65536".to_string());
+    }
+    usize::try_from(n).map_err(|_| "must be between 1 and 65536".to_string())
 }
 
 fn optional_text(v: &str) -> Option<String> {

@@ -8,6 +8,7 @@
 mod error;
 mod keys;
 mod properties;
+mod relay;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use error::{ConfigError, ConfigWarning, Problem};
+pub use relay::{RelayConfig, SeedConfigError};
 
 /// Where the gateway looks for its config when none is named on the command line.
 pub const DEFAULT_PATH: &str = "/etc/activestack-gateway/gateway.properties";
@@ -33,6 +35,9 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub frontend: FrontendConfig,
     pub gateway: GatewayConfig,
+    /// `relay.*`: the MongoDB outbox -> NATS JetStream relay.
+    #[serde(default)]
+    pub relay: RelayConfig,
     /// Which keys were set in the file, and on which line (for [`Config::entries`]).
     #[serde(default)]
     pub origins: Origins,
@@ -342,6 +347,7 @@ impl Config {
             cluster: ClusterConfig::default(),
             frontend: FrontendConfig::default(),
             gateway: GatewayConfig::default(),
+            relay: RelayConfig::default(),
             origins: Origins::default(),
         }
     }

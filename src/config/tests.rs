@@ -183,6 +183,18 @@ gateway.rabbitmq.login=gw
 gateway.rabbitmq.password=mqpass
 gateway.rabbitmq.vhost=/gw
 gateway.rabbitmq.durable=1
+relay.enabled=true
+relay.mongodb.url=mongodb://db1,db2/?replicaSet=rs1
+relay.mongodb.database=app
+relay.mongodb.outboxCollection=outbox
+relay.mongodb.checkpointCollection=cp
+relay.nats.url=nats://nats:4222
+relay.nats.subjectPrefix=ev.app
+relay.nats.stream=EV
+relay.nats.deadLetterSubject=dead
+relay.nats.deadLetterStream=DEAD
+relay.messagesNamespace=ns
+relay.maxInFlight=10
 ";
     let loaded = ok(text);
     assert_eq!(loaded.warnings, vec![]);
@@ -239,6 +251,22 @@ gateway.rabbitmq.durable=1
     assert_eq!(c.gateway.rabbitmq.password, "mqpass");
     assert_eq!(c.gateway.rabbitmq.vhost, "/gw");
     assert!(c.gateway.rabbitmq.durable);
+    let relay = RelayConfig {
+        enabled: true,
+        mongodb_url: "mongodb://db1,db2/?replicaSet=rs1".to_string(),
+        database: "app".to_string(),
+        outbox_collection: "outbox".to_string(),
+        checkpoint_collection: "cp".to_string(),
+        nats_url: "nats://nats:4222".to_string(),
+        subject_prefix: "ev.app".to_string(),
+        stream: "EV".to_string(),
+        dead_letter_subject: "dead".to_string(),
+        dead_letter_stream: "DEAD".to_string(),
+        messages_namespace: "ns".to_string(),
+        max_in_flight: 10,
+        log_level: None,
+    };
+    assert_eq!(c.relay, relay);
     // Every key came from the file, on its own line, in table order.
     for entry in c.entries() {
         if entry.key == "frontend.flash_policy_port" {

@@ -18,6 +18,14 @@ pub enum ToWorker {
     Drain {
         timeout_ms: u64,
     },
+    /// Change the log level now (`loglevel` on the control channel).
+    LogLevel {
+        level: crate::config::LogLevel,
+    },
+    /// Change `frontend.clientMessageResendInterval` now.
+    ResendInterval {
+        ms: u64,
+    },
 }
 
 /// Messages a worker sends to the master.

@@ -28,6 +28,7 @@ use super::signals::{HANDLED, Signal};
 use super::spawn::{Spawned, spawn_worker};
 use crate::config::{Config, Loaded};
 use crate::control::{self, ControlCall, Request, StatusReport, WorkerStatus};
+use crate::gateway;
 use crate::ipc::{Channel, ToMaster, ToWorker, WorkerReport};
 use crate::logging;
 
@@ -41,8 +42,18 @@ const REAP_WAIT: Duration = Duration::from_secs(2);
 
 /// Everything that happens to the master, one value at a time.
 enum Event {
-    FromWorker { pid: u32, msg: ToMaster },
-    Exited { pid: u32, status: String },
+    FromWorker {
+        pid: u32,
+        msg: ToMaster,
+    },
+    Exited {
+        pid: u32,
+        status: String,
+    },
+    /// `restart immediate` on the control channel: hard-stop this worker now.
+    Kill {
+        pid: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +139,11 @@ pub struct Master {
     started: Instant,
     heartbeat_seq: u64,
     sys: System,
+    /// Commands from the Redis control channel, and their answers back to it.
+    gateway_rx: mpsc::Receiver<gateway::control::Incoming>,
+    gateway_replies: mpsc::Sender<(String, serde_json::Value)>,
+    /// Drain timeout for workers older than this generation (`restart graceful MS`).
+    restart_drain: Option<(u64, Duration)>,
 }
 
 impl Master {
@@ -136,16 +152,24 @@ impl Master {
         config_arg: Option<PathBuf>,
         exe: PathBuf,
     ) -> Result<Master, SupervisorError> {
-        let Loaded { config, warnings } = loaded;
+        let Loaded {
+            mut config,
+            warnings,
+        } = loaded;
         for warning in &warnings {
             tracing::warn!("{warning}");
         }
+        crate::gateway::secret::fill(&mut config, None);
         let listener = listen::bind(&config.frontend.host, config.frontend.port)?;
         let listen_addr = local_addr(&listener, &config);
         let control = control::listen(&config.cluster.control_socket)?;
         let (control_tx, control_rx) = mpsc::channel(16);
         tokio::spawn(control::serve(control, control_tx));
         let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (gateway_tx, gateway_rx) = mpsc::channel(16);
+        let (gateway_replies, replies_rx) = mpsc::channel(16);
+        let redis = config.gateway.redis.clone();
+        tokio::spawn(gateway::control::serve(redis, gateway_tx, replies_rx));
         tracing::info!(
             listen = %listen_addr,
             workers = config.cluster.worker_count,
@@ -172,6 +196,9 @@ impl Master {
             started: Instant::now(),
             heartbeat_seq: 0,
             sys: System::new().map_err(|e| SupervisorError::Sysinfo(e.to_string()))?,
+            gateway_rx,
+            gateway_replies,
+            restart_drain: None,
         })
     }
 
@@ -195,6 +222,7 @@ impl Master {
                 }
                 Some(event) = self.events_rx.recv() => self.on_event(event),
                 Some(call) = self.control_rx.recv() => self.on_control(call),
+                Some(incoming) = self.gateway_rx.recv() => self.on_gateway_command(incoming),
                 _ = heartbeat.tick() => self.on_heartbeat_tick(),
                 _ = watchdog.tick() => self.on_watchdog_tick(),
                 _ = systemd_watchdog.tick(), if systemd_period.is_some() => self.on_systemd_watchdog(),
@@ -400,10 +428,15 @@ impl Master {
     }
 
     fn drain(&mut self, pid: u32, why: &str) {
-        let timeout = self.config.cluster.drain_timeout;
+        let mut timeout = self.config.cluster.drain_timeout;
         let Some(worker) = self.workers.get_mut(&pid) else {
             return;
         };
+        if let Some((generation, t)) = self.restart_drain
+            && worker.generation < generation
+        {
+            timeout = t;
+        }
         if matches!(worker.state, WorkerState::Draining | WorkerState::Killed) {
             return;
         }
@@ -430,6 +463,10 @@ impl Master {
         match event {
             Event::FromWorker { pid, msg } => self.on_message(pid, msg),
             Event::Exited { pid, status } => self.on_exit(pid, &status),
+            Event::Kill { pid } => {
+                tracing::info!(pid, "restart immediate: stopping the worker");
+                self.kill(pid);
+            }
         }
     }
 
@@ -758,7 +795,11 @@ impl Master {
         for warning in &loaded.warnings {
             tracing::warn!("{warning}");
         }
-        let new = loaded.config;
+        if let Some(why) = super::unsupported(&loaded.config) {
+            return self.reload_failed(&why);
+        }
+        let mut new = loaded.config;
+        crate::gateway::secret::fill(&mut new, Some(&self.config));
         let (old_front, new_front) = (&self.config.frontend, &new.frontend);
         if (&old_front.host, old_front.port) != (&new_front.host, new_front.port) {
             match listen::bind(&new_front.host, new_front.port) {
@@ -866,6 +907,113 @@ impl Master {
                 "drain deadline passed; killing the workers left"
             );
             self.stop_now();
+        }
+    }
+
+    /// A command from the Redis control channel (see [`gateway::control`]).
+    fn on_gateway_command(&mut self, incoming: gateway::control::Incoming) {
+        use gateway::control::{Command, DEFAULT_RESTART_INTERVAL, Mode};
+        use serde_json::json;
+        let answer = match incoming.command {
+            Err(e) => {
+                tracing::warn!("control channel: {e}");
+                json!({"ok": false, "error": e.to_string()})
+            }
+            Ok(command) => {
+                tracing::info!(command = %command.redacted(), "control command");
+                match command {
+                    Command::Restart {
+                        mode: Mode::Immediate,
+                        interval,
+                    } => {
+                        let pids: Vec<u32> = self.workers.keys().copied().collect();
+                        let gap = interval.unwrap_or(DEFAULT_RESTART_INTERVAL);
+                        let events = self.events_tx.clone();
+                        let count = pids.len();
+                        tokio::spawn(async move {
+                            for (i, pid) in pids.into_iter().enumerate() {
+                                if i > 0 {
+                                    tokio::time::sleep(gap).await;
+                                }
+                                if events.send(Event::Kill { pid }).is_err() {
+                                    return;
+                                }
+                            }
+                        });
+                        json!({"ok": true, "restarting": count, "mode": "immediate"})
+                    }
+                    Command::Restart {
+                        mode: Mode::Graceful,
+                        interval,
+                    } => {
+                        self.generation += 1;
+                        self.ready_sent = false;
+                        self.restart_drain = interval.map(|t| (self.generation, t));
+                        json!({"ok": true, "restarting": self.workers.len(), "mode": "graceful", "generation": self.generation})
+                    }
+                    Command::Shutdown {
+                        code,
+                        mode,
+                        timeout,
+                    } => {
+                        let expected = self.config.frontend.shutdown_code.as_deref().unwrap_or("");
+                        let matches = !expected.is_empty()
+                            && code.len() == expected.len()
+                            && code
+                                .bytes()
+                                .zip(expected.bytes())
+                                .fold(0, |acc, (a, b)| acc | (a ^ b))
+                                == 0;
+                        if !matches {
+                            tracing::warn!(
+                                "control channel: shutdown refused (wrong or no shutdown code)"
+                            );
+                            json!({"ok": false, "error": "wrong shutdown code"})
+                        } else {
+                            if let Some(t) = timeout {
+                                self.config.cluster.drain_timeout = t;
+                            }
+                            match mode {
+                                Mode::Immediate => self.stop_now(),
+                                Mode::Graceful => self.stop_gracefully(),
+                            }
+                            json!({"ok": true, "stopping": format!("{mode:?}").to_lowercase()})
+                        }
+                    }
+                    Command::LogLevel(level) => {
+                        logging::set_level(level);
+                        self.config.frontend.log_level = level;
+                        for worker in self.workers.values() {
+                            let _ = worker.tx.try_send(ToWorker::LogLevel { level });
+                        }
+                        json!({"ok": true, "loglevel": level.to_string(), "workers": self.workers.len()})
+                    }
+                    Command::ResendInterval(interval) => {
+                        self.config.frontend.client_message_resend_interval = interval;
+                        let ms = interval.as_millis() as u64;
+                        for worker in self.workers.values() {
+                            let _ = worker.tx.try_send(ToWorker::ResendInterval { ms });
+                        }
+                        json!({"ok": true, "clientMessageResendInterval": ms, "workers": self.workers.len()})
+                    }
+                    Command::ClientCount => {
+                        let workers: Vec<_> = self
+                            .workers
+                            .values()
+                            .map(|w| json!({"slot": w.slot, "pid": w.pid, "clients": w.report.clients}))
+                            .collect();
+                        let total: u64 = self.workers.values().map(|w| w.report.clients).sum();
+                        tracing::info!(total, "client count");
+                        json!({"ok": true, "total": total, "workers": workers})
+                    }
+                    Command::Status => json!({"ok": true, "status": self.status()}),
+                }
+            }
+        };
+        if let Some(reply) = incoming.reply
+            && self.gateway_replies.try_send((reply, answer)).is_err()
+        {
+            tracing::warn!("control channel: reply dropped");
         }
     }
 

@@ -39,6 +39,16 @@ pub enum SupervisorError {
     Runtime(#[source] io::Error),
 }
 
+/// A valid setting this version cannot honour, as an error to refuse it with (at start and on
+/// reload) rather than a silent downgrade.
+pub fn unsupported(config: &crate::config::Config) -> Option<String> {
+    config.frontend.ssl.then(|| {
+        "frontend.ssl=true: TLS is not served by this version; terminate TLS in front of the \
+         gateway (nginx, haproxy, a load balancer) and set frontend.ssl=false"
+            .to_string()
+    })
+}
+
 /// Runs the cluster until it is told to stop. `config_arg` is the file named on the command line,
 /// re-read on SIGHUP (none: the default location, as at start).
 pub fn run(loaded: Loaded, config_arg: Option<PathBuf>) -> Result<(), SupervisorError> {

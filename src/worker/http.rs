@@ -2,7 +2,7 @@
 //! (the `clients` of heartbeat answers) and closes them gracefully on drain.
 //!
 //! Routes: `GET /health` -> `{"worker":<slot>,"pid":<pid>,"generation":<n>,"clients":<open>}`.
-//! The socket.io gateway mounts beside it in a later step.
+//! The socket.io gateway ([`crate::gateway`]) is mounted beside it at `/socket.io/`.
 
 use std::net::TcpStream as StdTcpStream;
 use std::sync::Arc;
@@ -69,6 +69,11 @@ impl HttpServer {
             clients,
             closing: watch::Sender::new(false),
         }
+    }
+
+    /// Mounts the socket.io gateway (it answers `/socket.io/`, passes the rest on).
+    pub fn mount(&mut self, layer: socketioxide::layer::SocketIoLayer) {
+        self.router = std::mem::replace(&mut self.router, Router::new()).layer(layer);
     }
 
     /// Open connections right now.

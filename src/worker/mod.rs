@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::Config;
+use crate::gateway::Gateway;
 use crate::ipc::{Channel, IpcError, ToMaster, ToWorker, WorkerReport};
 use crate::logging::{self, Role};
 use acceptor::Acceptor;
@@ -35,6 +36,8 @@ use lag::LagProbe;
 /// File descriptors the master hands every worker (fixed numbers, set up before exec).
 pub const LISTEN_FD: RawFd = 3;
 pub const IPC_FD: RawFd = 4;
+/// How long a worker may take to connect to RabbitMQ before it gives up (and is replaced).
+const GATEWAY_START_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy)]
 pub struct WorkerArgs {
@@ -59,6 +62,12 @@ pub enum WorkerError {
     Ipc(#[from] IpcError),
     #[error("the master's first message was not init")]
     NoInit,
+    #[error("cannot start the gateway")]
+    Gateway(#[from] crate::gateway::GatewayError),
+    #[error("the gateway did not start within {0:?}")]
+    GatewayTimeout(Duration),
+    #[error("the RabbitMQ connection was lost")]
+    RabbitLost,
 }
 
 /// Runs the worker until it has drained or its master is gone.
@@ -98,18 +107,33 @@ async fn serve(
         return Err(WorkerError::NoInit);
     };
     logging::init(Role::Worker { slot }, config.frontend.log_level);
+    let gateway = tokio::time::timeout(
+        GATEWAY_START_TIMEOUT,
+        Gateway::start(
+            &config,
+            &format!(
+                "activestack-gateway worker[{slot}] pid {}",
+                std::process::id()
+            ),
+        ),
+    )
+    .await
+    .map_err(|_| WorkerError::GatewayTimeout(GATEWAY_START_TIMEOUT))??;
+    let mut rabbit_lost = gateway.rabbit_lost();
     let Config { cluster, .. } = *config;
 
     let (stop_probe, probe_stop) = watch::channel(false);
     let probe = LagProbe::default();
     tokio::spawn(probe.clone().run(probe_stop));
 
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT]).map_err(WorkerError::Signals)?;
-    let server = HttpServer::new(Identity {
+    let mut signals =
+        Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP]).map_err(WorkerError::Signals)?;
+    let mut server = HttpServer::new(Identity {
         worker: slot,
         pid: std::process::id(),
         generation,
     });
+    server.mount(gateway.layer());
     let (acceptor, mut conns) = Acceptor::start(listener).map_err(WorkerError::Accept)?;
     channel.sender.send(&ToMaster::Ready).await?;
     tracing::info!(generation, "ready");
@@ -126,7 +150,12 @@ async fn serve(
                     // The acceptor has stopped: every accepted connection is being served.
                     accepting = false;
                     if let Some(server) = server.take() {
-                        closing = Some(Box::pin(server.close_all()));
+                        // Then wait for the socket.io clients to leave too.
+                        let idle = gateway.idle();
+                        closing = Some(Box::pin(async move {
+                            server.close_all().await;
+                            idle.await;
+                        }));
                     }
                 }
             },
@@ -137,7 +166,7 @@ async fn serve(
                         rss: memory::rss_of(std::process::id()).unwrap_or(0),
                         heap_used,
                         heap_total,
-                        clients: server.as_ref().map_or(0, HttpServer::clients),
+                        clients: server.as_ref().map_or(0, HttpServer::clients) + gateway.clients(),
                         loop_lag_us: probe.take_max_us(),
                     };
                     channel.sender.send(&ToMaster::HeartbeatAck { seq, report }).await?;
@@ -148,6 +177,14 @@ async fn serve(
                     channel.sender.send(&ToMaster::Draining { clients }).await?;
                 }
                 Some(ToWorker::Init { .. }) => tracing::warn!("ignoring a second init from the master"),
+                Some(ToWorker::LogLevel { level }) => {
+                    logging::set_level(level);
+                    tracing::info!(%level, "log level changed");
+                }
+                Some(ToWorker::ResendInterval { ms }) => {
+                    gateway.set_resend_interval(ms);
+                    tracing::info!(ms, "client message resend interval changed");
+                }
                 None => {
                     tracing::warn!("the master is gone; exiting");
                     return Ok(());
@@ -166,12 +203,17 @@ async fn serve(
                 tracing::info!("drained: all connections closed");
                 break;
             }
+            _ = rabbit_lost.wait_for(|lost| *lost) => {
+                gateway.close().await;
+                return Err(WorkerError::RabbitLost);
+            }
             () = tokio::time::sleep_until(drain_deadline.unwrap_or_else(Instant::now)), if drain_deadline.is_some() => {
                 tracing::warn!("drain timeout: closing the connections still open");
                 break;
             }
         }
     }
+    gateway.close().await;
     let _ = stop_probe.send(true);
     Ok(())
 }

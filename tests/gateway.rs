@@ -1,0 +1,630 @@
+//! The gateway end to end: the real binary, RabbitMQ, an echo agent (Rust, lapin) answering agent
+//! queues like the ActiveStack backend, and real socket.io clients (npm `socket.io-client`, driven
+//! through `tests/e2e/client.js`). Needs RabbitMQ on localhost:5672 and `npm ci --prefix tests/e2e`
+//! (scripts/setup.sh does both).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use activestack_gateway::gateway::session::Session;
+use common::{Cluster, DEADLINE};
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use serde_json::{Value, json};
+
+const SECRET: &str = "gateway-test-secret";
+
+fn gateway_config() -> String {
+    format!(
+        "frontend.session_secret={SECRET}\n\
+         frontend.clientMessageResendInterval=300\n\
+         gateway.socketio.interval=1\n\
+         gateway.socketio.timeout=3\n"
+    )
+}
+
+// ----- a socket.io client -----
+
+struct JsClient {
+    child: Child,
+    stdin: ChildStdin,
+    events: mpsc::Receiver<Value>,
+    seen: Vec<Value>,
+}
+
+impl JsClient {
+    fn connect(cluster: &Cluster) -> JsClient {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/client.js");
+        let mut child = Command::new("node")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start node (is tests/e2e installed? npm ci --prefix tests/e2e)");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                eprintln!("client <- {line}");
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        let mut client = JsClient {
+            child,
+            stdin,
+            events,
+            seen: Vec::new(),
+        };
+        client.send(json!({"op": "connect", "url": format!("http://{}", cluster.addr())}));
+        client.wait("connect", |_| true);
+        client
+    }
+
+    fn send(&mut self, cmd: Value) {
+        writeln!(self.stdin, "{cmd}").expect("write to the client");
+    }
+
+    fn emit(&mut self, event: &str, data: Value) {
+        self.send(json!({"op": "emit", "event": event, "data": data}));
+    }
+
+    /// The first event named `event` (not yet taken) whose data satisfies `pred`.
+    fn wait(&mut self, event: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(i) = self
+                .seen
+                .iter()
+                .position(|e| e["event"] == event && pred(&e["data"]))
+            {
+                return self.seen.remove(i)["data"].clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "timed out waiting for event {event}");
+            if let Ok(v) = self.events.recv_timeout(left) {
+                self.seen.push(v);
+            }
+        }
+    }
+
+    fn push_for(&mut self, message_id: &str) -> Value {
+        self.wait("push", |d| d["correspondingMessageId"] == message_id)
+    }
+
+    /// `message {connect}` -> the signed session.
+    fn gateway_connect(&mut self) -> (String, Session) {
+        self.emit("message", json!({"connect": true}));
+        let key = self.wait("gatewayConnectAck", |_| true);
+        let key = key.as_str().expect("the key is a string").to_string();
+        let session = Session::verify(&key, SECRET.as_bytes()).expect("a valid key");
+        (key, session)
+    }
+
+    fn close(&mut self) {
+        self.send(json!({"op": "close"}));
+        self.wait("disconnect", |_| true);
+    }
+}
+
+impl Drop for JsClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ----- the echo agent -----
+
+/// Queues the echo agent answers (`getServiceUsers` deliberately has none: unroutable).
+const AGENT_QUEUES: &[&str] = &[
+    "testCall",
+    "authenticate",
+    "findById",
+    "logout",
+    "connect",
+    "reconnect",
+    "disconnect",
+    "disconnectAuth",
+    "hibernate",
+];
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+async fn amqp() -> Connection {
+    Connection::connect(
+        "amqp://guest:guest@127.0.0.1:5672/%2f",
+        ConnectionProperties::default()
+            .with_executor(tokio_executor_trait::Tokio::current())
+            .with_reactor(tokio_reactor_trait::Tokio::current()),
+    )
+    .await
+    .expect("RabbitMQ on 127.0.0.1:5672")
+}
+
+/// Starts an agent on its own thread; returns once its queues exist. It answers every request
+/// on the request's replyTo queue, like the ActiveStack backend:
+/// - `authenticate` -> an `AuthenticateUserAccountResponse` whose `result` is a UserToken;
+/// - `testCall` with `eol: true` -> an `EOL` for the client; with `noReply` -> nothing; with
+///   `dropClientId` -> an answer without clientId;
+/// - anything else -> `{cn: <request cn>Response, correspondingMessageId, clientId, queue, request}`.
+///
+/// Several tests may run agents at once: any of them may answer, they hold no state.
+fn start_agent() {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        runtime().block_on(async move {
+            let conn = amqp().await;
+            let channel = conn.create_channel().await.expect("channel");
+            let mut streams = Vec::new();
+            for queue in AGENT_QUEUES {
+                channel
+                    .queue_declare(queue, QueueDeclareOptions::default(), FieldTable::default())
+                    .await
+                    .expect("declare");
+                let consumer = channel
+                    .basic_consume(
+                        queue,
+                        "",
+                        BasicConsumeOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .expect("consume");
+                streams.push(consumer);
+            }
+            let _ = ready_tx.send(());
+            let mut all = futures::stream::select_all(streams);
+            while let Some(Ok(delivery)) = all.next().await {
+                let _ = delivery.ack(BasicAckOptions::default()).await;
+                let queue = delivery.routing_key.to_string();
+                let Some(reply_to) = delivery.properties.reply_to().clone() else {
+                    continue;
+                };
+                let request: Value = serde_json::from_slice(&delivery.data).unwrap_or_default();
+                let Some(reply) = answer(&queue, &request) else {
+                    continue;
+                };
+                let _ = channel
+                    .basic_publish(
+                        "",
+                        reply_to.as_str(),
+                        BasicPublishOptions::default(),
+                        reply.to_string().as_bytes(),
+                        BasicProperties::default(),
+                    )
+                    .await;
+            }
+        });
+    });
+    ready_rx
+        .recv_timeout(DEADLINE)
+        .expect("the echo agent started");
+}
+
+fn answer(queue: &str, request: &Value) -> Option<Value> {
+    let client_id = request["clientId"].clone();
+    let message_id = request["messageId"].clone();
+    if request["noReply"] == true {
+        return None;
+    }
+    if queue == "testCall" && request["eol"] == true {
+        return Some(json!({"cn": "EOL", "EOL": true, "clientId": client_id}));
+    }
+    if queue == "authenticate" {
+        return Some(json!({
+            "cn": "com.percero.agents.auth.vo.AuthenticateUserAccountResponse",
+            "correspondingMessageId": message_id,
+            "clientId": client_id,
+            "result": {
+                "cn": "com.percero.agents.auth.vo.UserToken",
+                "user": {"ID": "user-1"},
+                "token": "token-1",
+                "deviceId": request["deviceId"],
+                "clientId": client_id,
+            }
+        }));
+    }
+    let cn = request["cn"].as_str().unwrap_or(queue);
+    let mut reply = json!({
+        "cn": format!("{cn}Response"),
+        "clientId": client_id,
+        "queue": queue,
+        "request": request,
+    });
+    if request["dropClientId"] == true {
+        reply["clientId"] = Value::Null;
+    }
+    if !message_id.is_null() {
+        reply["correspondingMessageId"] = message_id;
+    }
+    Some(reply)
+}
+
+/// Ready messages in `queue` (unacked ones are not counted).
+fn ready_messages(queue: &str) -> u32 {
+    runtime().block_on(async {
+        let conn = amqp().await;
+        let channel = conn.create_channel().await.expect("channel");
+        let q = channel
+            .queue_declare(
+                queue,
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("the queue exists");
+        let count = q.message_count();
+        let _ = conn.close(200, "bye").await;
+        count
+    })
+}
+
+fn wait_ready_messages(queue: &str, want: u32) {
+    common::wait_for(&format!("{want} ready messages in {queue}"), || {
+        (ready_messages(queue) == want).then_some(())
+    });
+}
+
+fn start() -> Cluster {
+    start_agent();
+    Cluster::start(&gateway_config())
+}
+
+// ----- tests -----
+
+#[test]
+fn connect_gets_a_signed_session_and_counts_the_client() {
+    let cluster = start();
+    let mut client = JsClient::connect(&cluster);
+    let (_, session) = client.gateway_connect();
+    assert_eq!(session.client_id.len(), 32);
+    assert!(!session.logged_in());
+    common::wait_for("the client in the status", || {
+        let status = cluster.status()?;
+        let total: u64 = common::workers(&status)
+            .iter()
+            .map(|w| w["clients"].as_u64().unwrap_or(0))
+            .sum();
+        (total >= 1).then_some(())
+    });
+    // connect again: the same session again.
+    let (_, again) = client.gateway_connect();
+    assert_eq!(again.client_id, session.client_id);
+}
+
+#[test]
+fn request_push_resend_and_client_ack_reach_rabbitmq() {
+    let cluster = start();
+    let mut client = JsClient::connect(&cluster);
+    let (_, session) = client.gateway_connect();
+    client.emit(
+        "testCall",
+        json!({"cn": "TestCall", "messageId": "m1", "sendAck": true, "clientId": "spoofed"}),
+    );
+    assert_eq!(client.wait("ack", |_| true), "m1");
+    let push = client.push_for("m1");
+    assert_eq!(push["cn"], "TestCallResponse");
+    // The gateway stamped the session's clientId over the client's.
+    assert_eq!(push["request"]["clientId"], session.client_id.as_str());
+    // Not acked: re-sent.
+    client.push_for("m1");
+    client.emit("message", json!({"ack": {"correspondingMessageId": "m1"}}));
+    // Once acked nothing goes back to the queue when the client leaves.
+    client.close();
+    // The DisconnectRequest's answer is the only message left in the client queue.
+    wait_ready_messages(&session.client_id, 1);
+}
+
+#[test]
+fn unacked_push_survives_a_reconnect() {
+    let cluster = start();
+    let mut first = JsClient::connect(&cluster);
+    let (key, old) = first.gateway_connect();
+    first.emit("testCall", json!({"cn": "TestCall", "messageId": "keep"}));
+    first.push_for("keep");
+    first.close();
+    drop(first);
+
+    let mut second = JsClient::connect(&cluster);
+    second.emit("message", json!({"reconnect": {"reconnectId": key}}));
+    let new_key = second.wait("gatewayConnectAck", |_| true);
+    let new = Session::verify(new_key.as_str().unwrap(), SECRET.as_bytes()).unwrap();
+    assert_ne!(new.client_id, old.client_id);
+    assert_eq!(
+        new.existing_client_id.as_deref(),
+        Some(old.client_id.as_str())
+    );
+    let push = second.push_for("keep");
+    assert_eq!(push["clientId"], old.client_id.as_str());
+    second.emit(
+        "message",
+        json!({"ack": {"correspondingMessageId": "keep"}}),
+    );
+}
+
+#[test]
+fn tampered_or_missing_reconnect_keys_are_refused_with_a_fresh_session() {
+    let cluster = start();
+    let mut client = JsClient::connect(&cluster);
+    let (key, _) = client.gateway_connect();
+    let (data, sig) = key.split_once(';').unwrap();
+    let forged = format!("{}A;{sig}", &data[..data.len() - 1]);
+
+    let mut other = JsClient::connect(&cluster);
+    other.emit("message", json!({"reconnect": {"reconnectId": forged}}));
+    let error = other.wait("gatewayError", |_| true);
+    assert_eq!(error["error"], "badReconnectId");
+    let fresh = other.wait("gatewayConnectAck", |_| true);
+    let fresh = Session::verify(fresh.as_str().unwrap(), SECRET.as_bytes()).unwrap();
+    assert_eq!(fresh.existing_client_id, None);
+}
+
+#[test]
+fn login_flow_unlocks_login_only_events() {
+    let cluster = start();
+    let mut client = JsClient::connect(&cluster);
+    client.gateway_connect();
+    client.emit("findById", json!({"messageId": "f0"}));
+    let error = client.wait("gatewayError", |_| true);
+    assert_eq!(error["error"], "notLoggedIn");
+
+    client.emit(
+        "authenticate",
+        json!({"messageId": "a1", "deviceId": "dev-1"}),
+    );
+    let push = client.push_for("a1");
+    assert_eq!(push["result"]["token"], "token-1");
+    client.emit("message", json!({"ack": {"correspondingMessageId": "a1"}}));
+    let key = client.wait("gatewayConnectAck", |_| true);
+    let session = Session::verify(key.as_str().unwrap(), SECRET.as_bytes()).unwrap();
+    assert_eq!(session.user_id.as_deref(), Some("user-1"));
+    assert_eq!(session.token.as_deref(), Some("token-1"));
+    assert_eq!(session.device_id.as_deref(), Some("dev-1"));
+    // The gateway told the `connect` agent.
+    let connect = client.wait("push", |d| d["queue"] == "connect");
+    assert_eq!(
+        connect["request"]["cn"],
+        "com.percero.agents.sync.vo.ConnectRequest"
+    );
+    assert_eq!(connect["request"]["userId"], "user-1");
+
+    client.emit("findById", json!({"cn": "FindById", "messageId": "f1"}));
+    client.push_for("f1");
+
+    // A reconnect with that key is logged in and tells the `reconnect` agent.
+    let mut again = JsClient::connect(&cluster);
+    again.emit("message", json!({"reconnect": {"reconnectId": key}}));
+    let reconnect = again.wait("push", |d| d["queue"] == "reconnect");
+    assert_eq!(
+        reconnect["request"]["existingClientId"],
+        session.client_id.as_str()
+    );
+}
+
+#[test]
+fn bad_requests_are_warned_and_harm_no_one() {
+    let cluster = start();
+    let mut bystander = JsClient::connect(&cluster);
+    bystander.gateway_connect();
+    let mut client = JsClient::connect(&cluster);
+
+    client.emit("testCall", json!({"messageId": "early"}));
+    assert_eq!(
+        client.wait("gatewayError", |_| true)["error"],
+        "notConnected"
+    );
+    client.emit("message", json!("garbage"));
+    assert_eq!(client.wait("gatewayError", |_| true)["error"], "malformed");
+    client.gateway_connect();
+    client.emit("testCall", json!(42));
+    assert_eq!(client.wait("gatewayError", |_| true)["error"], "malformed");
+    client.send(json!({"op": "emit_raw", "event": "testCall"}));
+    assert_eq!(client.wait("gatewayError", |_| true)["error"], "malformed");
+    client.emit("noSuchEvent", json!({}));
+    assert_eq!(
+        client.wait("gatewayError", |_| true)["error"],
+        "unknownEvent"
+    );
+    client.emit("getServiceUsers", json!({"messageId": "u1"}));
+    let error = client.wait("gatewayError", |_| true);
+    assert_eq!(error["error"], "unroutable");
+    assert_eq!(error["messageId"], "u1");
+
+    bystander.emit("testCall", json!({"cn": "TestCall", "messageId": "b1"}));
+    bystander.push_for("b1");
+}
+
+#[test]
+fn eol_disposes_the_client() {
+    let cluster = start();
+    let mut client = JsClient::connect(&cluster);
+    let (_, session) = client.gateway_connect();
+    client.emit("testCall", json!({"eol": true}));
+    client.wait("disconnect", |_| true);
+    // Disposal told the `disconnect` agent, whose answer lands in the client queue.
+    wait_ready_messages(&session.client_id, 1);
+}
+
+/// Logs `client` in through the echo agent; returns the logged-in session and its key.
+fn log_in(client: &mut JsClient) -> (String, Session) {
+    client.emit(
+        "authenticate",
+        json!({"messageId": "login", "deviceId": "dev-1"}),
+    );
+    client.push_for("login");
+    client.emit(
+        "message",
+        json!({"ack": {"correspondingMessageId": "login"}}),
+    );
+    let key = client.wait("gatewayConnectAck", |k| {
+        Session::verify(k.as_str().unwrap_or(""), SECRET.as_bytes()).is_ok_and(|s| s.logged_in())
+    });
+    let key = key.as_str().unwrap().to_string();
+    let session = Session::verify(&key, SECRET.as_bytes()).unwrap();
+    (key, session)
+}
+
+fn session_of(key: &Value) -> Session {
+    Session::verify(key.as_str().expect("a key"), SECRET.as_bytes()).expect("a valid key")
+}
+
+#[test]
+fn an_expired_reconnect_key_is_refused() {
+    let cluster = start();
+    let week_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        - 8 * 24 * 3600 * 1000;
+    let old = Session {
+        client_id: "0123456789abcdef0123456789abcdef".into(),
+        user_id: Some("user-1".into()),
+        token: Some("token-1".into()),
+        ..Session::default()
+    };
+    let key = old.sign_at(SECRET.as_bytes(), week_ago);
+    let mut client = JsClient::connect(&cluster);
+    client.emit("message", json!({"reconnect": {"reconnectId": key}}));
+    let error = client.wait("gatewayError", |_| true);
+    assert_eq!(error["error"], "badReconnectId");
+    assert!(error["message"].as_str().unwrap().contains("expired"));
+    let fresh = session_of(&client.wait("gatewayConnectAck", |_| true));
+    assert!(!fresh.logged_in());
+    assert_eq!(fresh.existing_client_id, None);
+}
+
+#[test]
+fn logout_and_a_connect_response_without_client_id_log_the_session_out() {
+    let cluster = start();
+    let mut client = JsClient::connect(&cluster);
+    client.gateway_connect();
+    log_in(&mut client);
+    client.emit("logout", json!({"cn": "Logout", "messageId": "out"}));
+    let out = session_of(&client.wait("gatewayConnectAck", |_| true));
+    assert!(!out.logged_in());
+    let auth = client.wait("push", |d| d["queue"] == "disconnectAuth");
+    assert_eq!(
+        auth["request"]["cn"],
+        "com.percero.agents.auth.vo.DisconnectRequest"
+    );
+    client.emit("findById", json!({"messageId": "f"}));
+    assert_eq!(
+        client.wait("gatewayError", |_| true)["error"],
+        "notLoggedIn"
+    );
+
+    log_in(&mut client);
+    client.emit(
+        "testCall",
+        json!({"cn": "com.percero.agents.sync.vo.Connect", "dropClientId": true}),
+    );
+    let out = session_of(&client.wait("gatewayConnectAck", |k| !session_of(k).logged_in()));
+    assert_eq!(out.user_id, None);
+}
+
+#[test]
+fn hibernate_reaches_its_agent() {
+    let cluster = start();
+    let mut client = JsClient::connect(&cluster);
+    client.gateway_connect();
+    client.emit("message", json!({"hibernate": true}));
+    let push = client.wait("push", |d| d["queue"] == "hibernate");
+    assert_eq!(
+        push["request"]["cn"],
+        "com.percero.agents.sync.vo.HibernateRequest"
+    );
+}
+
+/// socket.io protocol v4 (Engine.IO 3, socket.io 2.x clients) over websocket; no polling.
+#[test]
+fn engine_io_v3_websocket_handshake_and_no_polling() {
+    let cluster = start();
+    let addr = cluster.addr();
+    let (mut ws, _) =
+        tungstenite::connect(format!("ws://{addr}/socket.io/?EIO=3&transport=websocket"))
+            .expect("websocket handshake");
+    let open = ws.read().expect("open packet").into_text().unwrap();
+    assert!(open.starts_with("0{"), "{open}");
+    assert!(open.contains("pingInterval"), "{open}");
+    // socket.io v4 protocol: the server connects the default namespace by itself.
+    let connect = ws.read().expect("connect packet").into_text().unwrap();
+    assert!(connect.starts_with("40"), "{connect}");
+    ws.send(tungstenite::Message::text(
+        r#"42["message",{"connect":true}]"#,
+    ))
+    .unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        assert!(Instant::now() < deadline, "no gatewayConnectAck");
+        let frame = ws.read().expect("frame").into_text().unwrap();
+        if frame.starts_with(r#"42["gatewayConnectAck""#) {
+            break;
+        }
+    }
+    let polling = common::http_get(addr, "/socket.io/?EIO=4&transport=polling");
+    assert!(
+        !polling.as_deref().unwrap_or("").contains("\"sid\""),
+        "polling must be refused: {polling:?}"
+    );
+}
+
+/// Closes the RabbitMQ connection of the worker with this pid (by its connection name).
+fn close_rabbitmq_connection_of(worker_pid: i32) -> bool {
+    let out = Command::new("rabbitmqctl")
+        .args(["list_connections", "-q", "pid", "client_properties"])
+        .output()
+        .expect("rabbitmqctl");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let needle = format!("pid {worker_pid}\"");
+    let Some(line) = listing.lines().find(|l| l.contains(&needle)) else {
+        return false;
+    };
+    let conn = line.split('\t').next().unwrap_or("").to_string();
+    Command::new("rabbitmqctl")
+        .args(["close_connection", &conn, "test: connection lost"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn a_worker_that_loses_rabbitmq_is_replaced() {
+    let cluster = start();
+    let before = cluster.worker_pids();
+    let victim = before[0];
+    common::wait_for("the worker's RabbitMQ connection closed", || {
+        close_rabbitmq_connection_of(victim).then_some(())
+    });
+    cluster.wait_log(&["RabbitMQ connection lost"]);
+    common::wait_for("a replacement worker", || {
+        let now = cluster.worker_pids();
+        (!now.contains(&victim) && now.len() == before.len()).then_some(())
+    });
+    // Every worker serves again.
+    for _ in 0..4 {
+        let mut client = JsClient::connect(&cluster);
+        client.gateway_connect();
+        client.emit("testCall", json!({"cn": "TestCall", "messageId": "again"}));
+        client.push_for("again");
+    }
+}
