@@ -132,3 +132,17 @@ fn the_readme_documents_every_config_key() {
         );
     }
 }
+
+#[test]
+fn tls_is_refused_rather_than_served_in_plain_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.properties");
+    std::fs::write(
+        &path,
+        "frontend.ssl=true\nfrontend.private_key=/k.pem\nfrontend.certificate=/c.pem\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = run(&["server", path.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("frontend.ssl=true"), "{stderr}");
+}
