@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use activestack_gateway::config::{Config, Loaded, LogLevel, Origin};
+use activestack_gateway::config::{Config, Loaded, LogLevel, Origin, RelayConfig};
 use activestack_gateway::control;
 use activestack_gateway::logging::{self, Role};
 use activestack_gateway::supervisor;
@@ -66,11 +66,34 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run the MongoDB outbox -> NATS JetStream relay in the foreground, without the cluster
+    /// (with relay.enabled=true the master runs it for you). SIGTERM/SIGINT finish in-flight
+    /// publishes, save the checkpoint and exit.
+    Relay {
+        /// Config file (its relay.* keys).
+        config: Option<PathBuf>,
+        /// Read the relay's settings from the seed deployment's config.toml instead.
+        #[arg(long, value_name = "FILE")]
+        config_toml: Option<PathBuf>,
+    },
+    /// Make sure the JetStream streams the relay publishes to exist with the expected settings
+    /// (subjects events.>, file storage, no limits, 2-minute duplicate window, 1 replica), then
+    /// exit. An existing stream with other settings is reported, never changed (exit code 1).
+    NatsSetup {
+        /// Config file (its relay.* keys).
+        config: Option<PathBuf>,
+        /// Read the relay's settings from the seed deployment's config.toml instead.
+        #[arg(long, value_name = "FILE")]
+        config_toml: Option<PathBuf>,
+    },
     /// Run one worker process (started by the master, not by hand).
     #[command(hide = true)]
     Worker {
-        #[arg(long)]
+        #[arg(long, default_value_t = 0)]
         slot: usize,
+        /// Run the outbox relay instead of a gateway worker.
+        #[arg(long)]
+        relay: bool,
         #[arg(long, default_value_t = LISTEN_FD)]
         listen_fd: i32,
         #[arg(long, default_value_t = IPC_FD)]
@@ -96,12 +119,22 @@ fn main() -> ExitCode {
                 })
                 .context("console failed")
         }
+        Command::Relay {
+            config,
+            config_toml,
+        } => relay(config.as_deref(), config_toml.as_deref()),
+        Command::NatsSetup {
+            config,
+            config_toml,
+        } => nats_setup(config.as_deref(), config_toml.as_deref()),
         Command::Worker {
             slot,
+            relay,
             listen_fd,
             ipc_fd,
         } => worker::run(WorkerArgs {
             slot,
+            relay,
             listen_fd,
             ipc_fd,
         })
@@ -180,5 +213,79 @@ fn status(path: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", control::render_table(&report));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The relay's settings and log level: from the seed's config.toml if given, else from the
+/// properties file; exit code 2 if either is invalid.
+fn relay_config(
+    path: Option<&Path>,
+    toml: Option<&Path>,
+) -> Result<(RelayConfig, LogLevel), ExitCode> {
+    if let Some(toml) = toml {
+        let relay = RelayConfig::from_seed_toml(toml).map_err(|e| {
+            eprintln!("activestack-gateway: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        })?;
+        let level = relay
+            .log_level
+            .as_deref()
+            .and_then(|level| level.parse().ok())
+            .unwrap_or(LogLevel::Info);
+        return Ok((relay, level));
+    }
+    let loaded = load_config(path)?;
+    for warning in &loaded.warnings {
+        eprintln!("warning: {warning}");
+    }
+    Ok((loaded.config.relay, loaded.config.frontend.log_level))
+}
+
+fn relay(path: Option<&Path>, toml: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let (config, level) = match relay_config(path, toml) {
+        Ok(found) => found,
+        Err(code) => return Ok(code),
+    };
+    logging::init(Role::Relay, level);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let mut signals = signal_hook_tokio::Signals::new([
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGINT,
+        ])?;
+        let mut relay = tokio::spawn(activestack_gateway::relay::run(config, shutdown));
+        loop {
+            tokio::select! {
+                finished = &mut relay => {
+                    finished??;
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Some(_) = futures_util::StreamExt::next(&mut signals) => {
+                    tracing::info!("stopping: finishing in-flight publishes, saving the checkpoint");
+                    let _ = stop.send(true);
+                }
+            }
+        }
+    })
+}
+
+fn nats_setup(path: Option<&Path>, toml: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let (config, level) = match relay_config(path, toml) {
+        Ok(found) => found,
+        Err(code) => return Ok(code),
+    };
+    logging::init(Role::Cli, level);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let status = runtime.block_on(activestack_gateway::relay::ensure_stream(&config))?;
+    println!("stream {}: {:?}", config.stream, status.events);
+    println!(
+        "stream {}: {:?}",
+        config.dead_letter_stream, status.dead_letter
+    );
     Ok(ExitCode::SUCCESS)
 }

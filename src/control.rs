@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use interprocess::ConnectWaitMode;
+use interprocess::local_socket::traits::Stream as _;
 use interprocess::local_socket::traits::tokio::Listener as _;
 use interprocess::local_socket::{
     ConnectOptions, GenericFilePath, ListenerOptions, ToFsName, tokio as ipc,
@@ -39,7 +40,10 @@ pub struct StatusReport {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerStatus {
+    /// Slot number within its role.
     pub slot: usize,
+    /// `gateway` or `relay`.
+    pub role: String,
     pub pid: u32,
     pub generation: u64,
     /// `starting`, `ready`, `draining` or `killed`.
@@ -184,6 +188,12 @@ pub fn query_status(path: &Path) -> Result<StatusReport, ControlError> {
         path: path.to_owned(),
         source,
     })?;
+    // A master that is stuck must not hang its operator's shell too.
+    conn.set_recv_timeout(Some(Duration::from_secs(5)))
+        .map_err(|source| ControlError::Connect {
+            path: path.to_owned(),
+            source,
+        })?;
     let answer_err = |source| ControlError::Answer {
         path: path.to_owned(),
         source,
@@ -216,7 +226,7 @@ pub fn render_table(report: &StatusReport) -> String {
         report.desired_workers,
     );
     out.push_str(&format!(
-        "{:>4} {:>8} {:>4} {:<9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>7} {:>8} {:>8}\n",
+        "{:>5} {:>8} {:>4} {:<9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>7} {:>8} {:>8}\n",
         "SLOT",
         "PID",
         "GEN",
@@ -232,8 +242,12 @@ pub fn render_table(report: &StatusReport) -> String {
     ));
     for w in &report.workers {
         out.push_str(&format!(
-            "{:>4} {:>8} {:>4} {:<9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>7} {:>8} {:>8}\n",
-            w.slot,
+            "{:>5} {:>8} {:>4} {:<9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>7} {:>8} {:>8}\n",
+            if w.role == "relay" {
+                "relay".to_string()
+            } else {
+                w.slot.to_string()
+            },
             w.pid,
             w.generation,
             w.state,

@@ -26,6 +26,8 @@ pub enum Role {
     Worker {
         slot: usize,
     },
+    /// The outbox relay, supervised by the master or run by hand.
+    Relay,
     /// One-shot commands (`status`, `check-config`).
     Cli,
 }
@@ -35,6 +37,7 @@ impl fmt::Display for Role {
         match self {
             Role::Master => f.write_str("master"),
             Role::Worker { slot } => write!(f, "worker[{slot}]"),
+            Role::Relay => f.write_str("relay"),
             Role::Cli => f.write_str("cli"),
         }
     }

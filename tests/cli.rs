@@ -103,7 +103,14 @@ fn status_without_a_master_says_so() {
 fn help_explains_every_command() {
     let (code, stdout, _) = run(&["--help"]);
     assert_eq!(code, Some(0));
-    for command in ["server", "check-config", "status"] {
+    for command in [
+        "server",
+        "check-config",
+        "status",
+        "console",
+        "relay",
+        "nats-setup",
+    ] {
         assert!(stdout.contains(command), "{stdout}");
     }
     assert!(

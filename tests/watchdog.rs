@@ -177,3 +177,28 @@ fn a_worker_that_cannot_start_does_not_take_the_master_down() {
         (workers(&status).len() == 2).then_some(())
     });
 }
+
+/// A worker waiting for RabbitMQ answers its heartbeats: it is not killed as hung.
+#[test]
+fn a_worker_waiting_for_its_broker_is_not_taken_for_hung() {
+    // A "broker" that accepts and never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let cluster = Cluster::launch(
+        std::path::Path::new(BIN),
+        &format!(
+            "cluster.workerCount=1\ngateway.rabbitmq.host=127.0.0.1\ngateway.rabbitmq.port={port}"
+        ),
+        &[],
+    );
+    let (_held, _) = silent.accept().expect("the worker tries the broker");
+    // Several workerTimeouts (500 ms) pass with the worker still starting and answering.
+    let worker = wait_for("a worker starting for 2 s and answering", || {
+        let status = cluster.status()?;
+        let w = status["workers"].as_array()?.first()?.clone();
+        let answering = w["heartbeat_age_ms"].as_u64()? < 500;
+        (w["state"] == "starting" && w["uptime_ms"].as_u64()? > 2_000 && answering).then_some(w)
+    });
+    assert!(alive(worker["pid"].as_i64().unwrap() as i32));
+    assert_eq!(cluster.count_log(&["did not answer heartbeats"]), 0);
+}

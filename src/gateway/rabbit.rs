@@ -93,14 +93,15 @@ impl Rabbit {
         publish
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        let mut consumers = Vec::with_capacity(CONSUMER_CHANNELS);
-        for _ in 0..CONSUMER_CHANNELS {
+        // Opened together: each is a round trip, and a worker is not ready before they are.
+        let consumers = futures_util::future::try_join_all((0..CONSUMER_CHANNELS).map(|_| async {
             let channel = connection.create_channel().await?;
             channel
                 .basic_qos(PREFETCH, BasicQosOptions { global: false })
                 .await?;
-            consumers.push(channel);
-        }
+            Ok::<_, lapin::Error>(channel)
+        }))
+        .await?;
         tracing::info!(
             host = %config.host,
             port = config.port,

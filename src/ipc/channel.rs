@@ -41,6 +41,7 @@ impl<Tx: Serialize, Rx: DeserializeOwned> Channel<Tx, Rx> {
             },
             receiver: Receiver {
                 read,
+                buf: Vec::new(),
                 _rx: PhantomData,
             },
         }
@@ -62,23 +63,36 @@ impl<Tx: Serialize> Sender<Tx> {
 
 pub struct Receiver<Rx> {
     read: OwnedReadHalf,
+    /// Bytes read but not yet returned as a message: what makes `recv` cancel-safe.
+    buf: Vec<u8>,
     _rx: PhantomData<fn() -> Rx>,
 }
 
 impl<Rx: DeserializeOwned> Receiver<Rx> {
     /// The next message, or `None` once the other side has closed the channel.
+    ///
+    /// Cancel-safe: it may be a branch of `select!`; a frame half read when another branch wins
+    /// stays buffered for the next call.
     pub async fn recv(&mut self) -> Result<Option<Rx>, IpcError> {
-        let len = match self.read.read_u32().await {
-            Ok(len) => len as usize,
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        check_len(len)?;
-        let mut body = vec![0; len];
-        self.read.read_exact(&mut body).await?;
-        serde_json::from_slice(&body)
-            .map(Some)
-            .map_err(IpcError::Decode)
+        loop {
+            if self.buf.len() >= 4 {
+                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+                let len = len as usize;
+                check_len(len)?;
+                if self.buf.len() >= 4 + len {
+                    let msg = serde_json::from_slice(&self.buf[4..4 + len]);
+                    self.buf.drain(..4 + len);
+                    return msg.map(Some).map_err(IpcError::Decode);
+                }
+                self.buf.reserve(4 + len - self.buf.len());
+            }
+            if self.read.read_buf(&mut self.buf).await? == 0 {
+                return match self.buf.is_empty() {
+                    true => Ok(None),
+                    false => Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
+                };
+            }
+        }
     }
 }
 
@@ -138,6 +152,23 @@ mod tests {
         );
         drop(worker);
         assert_eq!(master.receiver.recv().await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_recv_loses_nothing() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut rx: Channel<ToWorker, ToMaster> = Channel::new(a);
+        let frame = encode(&ToMaster::Draining { clients: 3 }).unwrap();
+        // Half a frame, then a recv that is given up on, then the rest.
+        b.write_all(&frame[..6]).await.unwrap();
+        let pending =
+            tokio::time::timeout(std::time::Duration::from_millis(20), rx.receiver.recv()).await;
+        assert!(pending.is_err(), "nothing complete to return yet");
+        b.write_all(&frame[6..]).await.unwrap();
+        assert_eq!(
+            rx.receiver.recv().await.unwrap(),
+            Some(ToMaster::Draining { clients: 3 })
+        );
     }
 
     #[tokio::test]

@@ -25,6 +25,7 @@ use super::listen;
 use super::memory::{Crossing, MemoryWatch, Usage};
 use super::notify::Notifier;
 use super::signals::{HANDLED, Signal};
+use super::slot::{Slot, SlotId};
 use super::spawn::{Spawned, spawn_worker};
 use crate::config::{Config, Loaded};
 use crate::control::{self, ControlCall, Request, StatusReport, WorkerStatus};
@@ -76,7 +77,7 @@ impl WorkerState {
 }
 
 struct Worker {
-    slot: usize,
+    slot: SlotId,
     pid: u32,
     /// Config generation it was started with; older than the master's = to be replaced.
     generation: u64,
@@ -101,18 +102,6 @@ struct Worker {
     tx: mpsc::Sender<ToWorker>,
 }
 
-#[derive(Default)]
-struct Slot {
-    active: Option<u32>,
-    successor: Option<u32>,
-    /// Consecutive failures, for the backoff.
-    failures: u32,
-    /// Replacements so far (shown in status).
-    restarts: u32,
-    /// No new worker for this slot before this instant.
-    not_before: Option<Instant>,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Running,
@@ -127,7 +116,10 @@ pub struct Master {
     listener: TcpListener,
     listen_addr: SocketAddr,
     desired: usize,
+    /// The gateway workers' slots, `desired` of them.
     slots: Vec<Slot>,
+    /// The relay's slot, while `relay.enabled`.
+    relay: Option<Slot>,
     workers: BTreeMap<u32, Worker>,
     events_tx: mpsc::UnboundedSender<Event>,
     events_rx: mpsc::UnboundedReceiver<Event>,
@@ -186,6 +178,7 @@ impl Master {
             listener,
             listen_addr,
             slots: Vec::new(),
+            relay: None,
             workers: BTreeMap::new(),
             events_tx,
             events_rx,
@@ -272,8 +265,19 @@ impl Master {
                 }
             }
         }
-        for index in 0..self.slots.len() {
-            let slot = &self.slots[index];
+        match (self.config.relay.enabled, self.relay.is_some()) {
+            (true, false) => self.relay = Some(Slot::default()),
+            (false, true) => {
+                if let Some(slot) = self.relay.take() {
+                    for pid in [slot.active, slot.successor].into_iter().flatten() {
+                        self.drain(pid, "relay.enabled is now false");
+                    }
+                }
+            }
+            _ => {}
+        }
+        for id in self.slot_ids() {
+            let Some(slot) = self.slot(id) else { continue };
             if slot.not_before.is_some_and(|t| t > now) || slot.successor.is_some() {
                 continue;
             }
@@ -282,37 +286,60 @@ impl Master {
                 Some(w) => w.generation < self.generation || w.recycle,
             };
             if wanted {
-                self.start_worker(index);
+                self.start_worker(id);
             }
         }
     }
 
-    fn start_worker(&mut self, index: usize) {
-        let slot_failed = match spawn_worker(&self.exe, index, &self.listener) {
+    /// Every slot: the gateway workers' in order, then the relay's.
+    fn slot_ids(&self) -> Vec<SlotId> {
+        let gateways = (0..self.slots.len()).map(SlotId::Gateway);
+        gateways
+            .chain(self.relay.as_ref().map(|_| SlotId::Relay))
+            .collect()
+    }
+
+    fn slot(&self, id: SlotId) -> Option<&Slot> {
+        match id {
+            SlotId::Gateway(index) => self.slots.get(index),
+            SlotId::Relay => self.relay.as_ref(),
+        }
+    }
+
+    fn slot_mut(&mut self, id: SlotId) -> Option<&mut Slot> {
+        match id {
+            SlotId::Gateway(index) => self.slots.get_mut(index),
+            SlotId::Relay => self.relay.as_mut(),
+        }
+    }
+
+    fn start_worker(&mut self, id: SlotId) {
+        let slot_failed = match spawn_worker(&self.exe, id, &self.listener) {
             Ok(spawned) => {
                 let pid = spawned.pid;
-                self.adopt(index, spawned);
-                let slot = &mut self.slots[index];
-                slot.not_before = None;
-                if slot.active.is_none() {
-                    slot.active = Some(pid);
-                } else {
-                    slot.successor = Some(pid);
+                self.adopt(id, spawned);
+                if let Some(slot) = self.slot_mut(id) {
+                    slot.not_before = None;
+                    if slot.active.is_none() {
+                        slot.active = Some(pid);
+                    } else {
+                        slot.successor = Some(pid);
+                    }
                 }
                 false
             }
             Err(e) => {
-                tracing::error!(slot = index, "{}", error_chain(&e));
+                tracing::error!(slot = %id, "{}", error_chain(&e));
                 true
             }
         };
         if slot_failed {
-            self.schedule_restart(index, "could not be started");
+            self.schedule_restart(id, "could not be started");
         }
     }
 
     /// Wires up a new worker process: its message queue, its reader, its exit watcher.
-    fn adopt(&mut self, slot: usize, spawned: Spawned) {
+    fn adopt(&mut self, slot: SlotId, spawned: Spawned) {
         let Spawned {
             mut child,
             pid,
@@ -362,7 +389,7 @@ impl Master {
             let _ = events.send(Event::Exited { pid, status });
         });
         let now = Instant::now();
-        tracing::info!(slot, pid, generation = self.generation, "worker started");
+        tracing::info!(slot = %slot, pid, generation = self.generation, "worker started");
         self.workers.insert(
             pid,
             Worker {
@@ -386,9 +413,13 @@ impl Master {
     }
 
     /// A slot's worker failed: the next one starts after the backoff delay.
-    fn schedule_restart(&mut self, index: usize, why: &str) {
+    fn schedule_restart(&mut self, index: SlotId, why: &str) {
         let cluster = &self.config.cluster;
-        let Some(slot) = self.slots.get_mut(index) else {
+        let slot = match index {
+            SlotId::Gateway(i) => self.slots.get_mut(i),
+            SlotId::Relay => self.relay.as_mut(),
+        };
+        let Some(slot) = slot else {
             return;
         };
         let delay = restart_delay(
@@ -401,7 +432,7 @@ impl Master {
         slot.restarts = slot.restarts.saturating_add(1);
         slot.not_before = Some(Instant::now() + delay);
         tracing::warn!(
-            slot = index,
+            slot = %index,
             failures = slot.failures,
             delay_ms = delay.as_millis() as u64,
             "worker {why}; restarting after backoff"
@@ -413,9 +444,9 @@ impl Master {
     }
 
     /// Takes a worker out of its slot (it no longer counts as the slot's worker).
-    fn detach(&mut self, pid: u32) -> Option<usize> {
+    fn detach(&mut self, pid: u32) -> Option<SlotId> {
         let index = self.workers.get(&pid)?.slot;
-        let slot = self.slots.get_mut(index)?;
+        let slot = self.slot_mut(index)?;
         if slot.active == Some(pid) {
             slot.active = slot.successor.take();
             Some(index)
@@ -445,7 +476,7 @@ impl Master {
         let _ = worker.tx.try_send(ToWorker::Drain {
             timeout_ms: timeout.as_millis() as u64,
         });
-        tracing::info!(slot = worker.slot, pid, "draining worker: {why}");
+        tracing::info!(slot = %worker.slot, pid, "draining worker: {why}");
     }
 
     fn kill(&mut self, pid: u32) {
@@ -480,7 +511,7 @@ impl Master {
                     worker.state = WorkerState::Ready;
                 }
                 let index = worker.slot;
-                tracing::info!(slot = index, pid, "worker ready");
+                tracing::info!(slot = %index, pid, "worker ready");
                 self.promote(index, pid);
             }
             ToMaster::HeartbeatAck { seq: _, report } => {
@@ -494,20 +525,20 @@ impl Master {
                 if first
                     && let Some(w) = self.workers.get(&pid)
                     && !w.recycle
-                    && let Some(slot) = self.slots.get_mut(w.slot)
+                    && let Some(slot) = self.slot_mut(w.slot)
                 {
                     slot.failures = 0;
                 }
             }
             ToMaster::Draining { clients } => {
-                tracing::debug!(slot = worker.slot, pid, clients, "worker is draining");
+                tracing::debug!(slot = %worker.slot, pid, clients, "worker is draining");
             }
         }
     }
 
     /// A successor that became ready takes over its slot; the worker it replaces drains.
-    fn promote(&mut self, index: usize, pid: u32) {
-        let Some(slot) = self.slots.get_mut(index) else {
+    fn promote(&mut self, index: SlotId, pid: u32) {
+        let Some(slot) = self.slot_mut(index) else {
             return;
         };
         if slot.successor != Some(pid) {
@@ -532,21 +563,21 @@ impl Master {
         let stopping = matches!(self.phase, Phase::Stopping { .. });
         match (worker.state, was_in_slot) {
             (WorkerState::Draining, _) => {
-                tracing::info!(slot = worker.slot, pid, %status, "drained worker exited");
+                tracing::info!(slot = %worker.slot, pid, %status, "drained worker exited");
             }
             (WorkerState::Killed, _) => {
-                tracing::info!(slot = worker.slot, pid, %status, "killed worker reaped");
+                tracing::info!(slot = %worker.slot, pid, %status, "killed worker reaped");
             }
             _ if stopping => {
-                tracing::info!(slot = worker.slot, pid, %status, "worker exited");
+                tracing::info!(slot = %worker.slot, pid, %status, "worker exited");
             }
             (_, Some(index)) => {
-                tracing::error!(slot = index, pid, %status, "worker exited unexpectedly");
-                if self.slots[index].active.is_none() {
+                tracing::error!(slot = %index, pid, %status, "worker exited unexpectedly");
+                if self.slot(index).is_some_and(|s| s.active.is_none()) {
                     self.schedule_restart(index, "exited");
                 }
             }
-            (_, None) => tracing::info!(slot = worker.slot, pid, %status, "worker exited"),
+            (_, None) => tracing::info!(slot = %worker.slot, pid, %status, "worker exited"),
         }
     }
 
@@ -598,7 +629,7 @@ impl Master {
                 }
                 if worker.tx.try_send(ToWorker::Heartbeat { seq }).is_err() {
                     tracing::debug!(
-                        slot = worker.slot,
+                        slot = %worker.slot,
                         pid,
                         "heartbeat not queued: the worker is not reading"
                     );
@@ -635,7 +666,7 @@ impl Master {
         }
         for (pid, slot, silent) in hung {
             tracing::error!(
-                slot,
+                slot = %slot,
                 pid,
                 silent_ms = silent.as_millis() as u64,
                 timeout_ms = timeout.as_millis() as u64,
@@ -644,14 +675,14 @@ impl Master {
             let was_in_slot = self.detach(pid);
             self.kill(pid);
             if let Some(index) = was_in_slot
-                && self.slots[index].active.is_none()
+                && self.slot(index).is_some_and(|s| s.active.is_none())
             {
                 self.schedule_restart(index, "hung");
             }
         }
         for (pid, slot) in overdue {
             tracing::warn!(
-                slot,
+                slot = %slot,
                 pid,
                 "drained worker did not exit by its deadline; killing it (SIGKILL)"
             );
@@ -676,7 +707,11 @@ impl Master {
 
     /// The next instant a timer of ours is due (restart backoff, drain deadlines, stop deadline).
     fn next_wakeup(&self) -> Option<Instant> {
-        let restarts = self.slots.iter().filter_map(|s| s.not_before);
+        let restarts = self
+            .slots
+            .iter()
+            .chain(&self.relay)
+            .filter_map(|s| s.not_before);
         let drains = self.workers.values().filter_map(|w| w.kill_at);
         let stop = match self.phase {
             Phase::Stopping { deadline, .. } => Some(deadline),
@@ -724,8 +759,8 @@ impl Master {
         let mut over: Option<Crossing> = None;
         for crossing in crossings {
             match crossing {
-                Crossing::WarningCrossed { .. } => tracing::warn!(slot, pid, "{crossing}"),
-                Crossing::WarningCleared { .. } => tracing::info!(slot, pid, "{crossing}"),
+                Crossing::WarningCrossed { .. } => tracing::warn!(slot = %slot, pid, "{crossing}"),
+                Crossing::WarningCleared { .. } => tracing::info!(slot = %slot, pid, "{crossing}"),
                 Crossing::OverLimit { .. } => over = over.or(Some(crossing)),
             }
         }
@@ -741,7 +776,7 @@ impl Master {
             // A new worker already over the limit: replacing it would only start another one
             // over the limit. Say so, and slow down through the slot's backoff.
             tracing::error!(
-                slot,
+                slot = %slot,
                 pid,
                 "{over} from its start: the limit is below what a fresh worker needs; raise it. \
                  Replacing the worker with backoff; it keeps serving until its replacement is ready"
@@ -749,11 +784,11 @@ impl Master {
             self.schedule_restart(slot, "over its memory limit from the start");
         } else {
             tracing::error!(
-                slot,
+                slot = %slot,
                 pid,
                 "{over}: recycling the worker (replacement first, then drain)"
             );
-            if let Some(slot) = self.slots.get_mut(slot) {
+            if let Some(slot) = self.slot_mut(slot) {
                 slot.restarts = slot.restarts.saturating_add(1);
             }
         }
@@ -768,7 +803,7 @@ impl Master {
         if lag >= threshold && !worker.lag_warned {
             worker.lag_warned = true;
             tracing::warn!(
-                slot = worker.slot,
+                slot = %worker.slot,
                 pid,
                 lag_ms = lag.as_millis() as u64,
                 "worker event loop is stalling (lag above cluster.heartbeatInterval)"
@@ -776,7 +811,7 @@ impl Master {
         } else if lag < threshold / 2 && worker.lag_warned {
             worker.lag_warned = false;
             tracing::info!(
-                slot = worker.slot,
+                slot = %worker.slot,
                 pid,
                 lag_ms = lag.as_millis() as u64,
                 "worker event loop lag back to normal"
@@ -849,7 +884,7 @@ impl Master {
         if self.ready_sent || self.slots.len() != self.desired {
             return;
         }
-        let all_ready = self.slots.iter().all(|slot| {
+        let all_ready = self.slots.iter().chain(&self.relay).all(|slot| {
             slot.active
                 .and_then(|pid| self.workers.get(&pid))
                 .is_some_and(|w| w.state == WorkerState::Ready && w.generation == self.generation)
@@ -1000,7 +1035,7 @@ impl Master {
                         let workers: Vec<_> = self
                             .workers
                             .values()
-                            .map(|w| json!({"slot": w.slot, "pid": w.pid, "clients": w.report.clients}))
+                            .map(|w| json!({"slot": w.slot.to_string(), "pid": w.pid, "clients": w.report.clients}))
                             .collect();
                         let total: u64 = self.workers.values().map(|w| w.report.clients).sum();
                         tracing::info!(total, "client count");
@@ -1039,7 +1074,8 @@ impl Master {
             workers: workers
                 .into_iter()
                 .map(|w| WorkerStatus {
-                    slot: w.slot,
+                    slot: w.slot.index(),
+                    role: w.slot.role().into(),
                     pid: w.pid,
                     generation: w.generation,
                     state: w.state.name().into(),
@@ -1050,7 +1086,7 @@ impl Master {
                     heap_total: w.report.heap_total,
                     clients: w.report.clients,
                     loop_lag_us: w.report.loop_lag_us,
-                    restarts: self.slots.get(w.slot).map_or(0, |s| s.restarts),
+                    restarts: self.slot(w.slot).map_or(0, |s| s.restarts),
                 })
                 .collect(),
         }

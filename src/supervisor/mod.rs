@@ -11,6 +11,7 @@ mod master;
 mod memory;
 mod notify;
 mod signals;
+mod slot;
 mod spawn;
 
 use std::io;

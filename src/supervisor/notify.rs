@@ -19,7 +19,9 @@ impl Notifier {
                 Some(abstract_name) => SocketAddr::from_abstract_name(abstract_name.as_bytes()),
                 None => SocketAddr::from_pathname(&path),
             };
-            match (UnixDatagram::unbound(), addr) {
+            // Non-blocking: a reader that stops reading must never stall the master's loop.
+            let socket = UnixDatagram::unbound().and_then(|s| s.set_nonblocking(true).map(|()| s));
+            match (socket, addr) {
                 (Ok(socket), Ok(addr)) => Some((socket, addr)),
                 (Err(e), _) | (_, Err(e)) => {
                     tracing::warn!("NOTIFY_SOCKET={path} is unusable: {e}");
@@ -47,7 +49,8 @@ impl Notifier {
         if let Some((socket, addr)) = &self.socket
             && let Err(e) = socket.send_to_addr(state.as_bytes(), addr)
         {
-            tracing::warn!("sd_notify {:?} failed: {e}", state.lines().next());
+            // Dropped, not retried: systemd keeps only the latest state anyway.
+            tracing::warn!("sd_notify {:?} not sent: {e}", state.lines().next());
         }
     }
 

@@ -13,26 +13,27 @@ use nix::fcntl::{FcntlArg, fcntl};
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 
+use super::slot::SlotId;
 use crate::worker::{IPC_FD, LISTEN_FD};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
     #[error("cannot create the socket pair for worker {slot}")]
     SocketPair {
-        slot: usize,
+        slot: SlotId,
         #[source]
         source: io::Error,
     },
     #[error("cannot duplicate the {fd_name} for worker {slot}")]
     DupFd {
-        slot: usize,
+        slot: SlotId,
         fd_name: &'static str,
         #[source]
         source: nix::Error,
     },
     #[error("cannot start worker {slot} from {exe}")]
     Exec {
-        slot: usize,
+        slot: SlotId,
         exe: String,
         #[source]
         source: io::Error,
@@ -49,7 +50,7 @@ pub struct Spawned {
 /// Starts `exe worker --slot N` with the listen socket and a new channel.
 pub fn spawn_worker(
     exe: &Path,
-    slot: usize,
+    slot: SlotId,
     listener: &TcpListener,
 ) -> Result<Spawned, SpawnError> {
     let (ours, theirs) =
@@ -62,10 +63,12 @@ pub fn spawn_worker(
     let master_pid = std::process::id() as libc::pid_t;
 
     let mut command = Command::new(exe);
+    command.arg("worker");
+    match slot {
+        SlotId::Gateway(index) => command.arg("--slot").arg(index.to_string()),
+        SlotId::Relay => command.arg("--relay"),
+    };
     command
-        .arg("worker")
-        .arg("--slot")
-        .arg(slot.to_string())
         .arg("--listen-fd")
         .arg(LISTEN_FD.to_string())
         .arg("--ipc-fd")
@@ -102,7 +105,7 @@ pub fn spawn_worker(
 
 fn dup_above(
     fd: BorrowedFd<'_>,
-    slot: usize,
+    slot: SlotId,
     fd_name: &'static str,
 ) -> Result<OwnedFd, SpawnError> {
     let high = fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(10)).map_err(|source| SpawnError::DupFd {

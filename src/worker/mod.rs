@@ -11,6 +11,7 @@ mod acceptor;
 mod http;
 mod lag;
 pub mod memory;
+mod relay_process;
 
 use std::net::TcpListener;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -42,6 +43,8 @@ const GATEWAY_START_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Copy)]
 pub struct WorkerArgs {
     pub slot: usize,
+    /// Run the outbox relay instead of the gateway.
+    pub relay: bool,
     pub listen_fd: RawFd,
     pub ipc_fd: RawFd,
 }
@@ -68,6 +71,10 @@ pub enum WorkerError {
     GatewayTimeout(Duration),
     #[error("the RabbitMQ connection was lost")]
     RabbitLost,
+    #[error("the relay stopped")]
+    Relay(#[from] crate::relay::RelayError),
+    #[error("the relay task failed")]
+    RelayTask(#[source] tokio::task::JoinError),
 }
 
 /// Runs the worker until it has drained or its master is gone.
@@ -81,7 +88,12 @@ pub fn run(args: WorkerArgs) -> Result<(), WorkerError> {
         .map_err(WorkerError::Runtime)?;
     runtime.block_on(async {
         let ipc = UnixStream::from_std(ipc).map_err(WorkerError::Runtime)?;
-        serve(args.slot, listener, Channel::new(ipc)).await
+        if args.relay {
+            drop(listener); // the relay serves no clients
+            relay_process::serve(Channel::new(ipc)).await
+        } else {
+            serve(args.slot, listener, Channel::new(ipc)).await
+        }
     })
 }
 
@@ -107,24 +119,19 @@ async fn serve(
         return Err(WorkerError::NoInit);
     };
     logging::init(Role::Worker { slot }, config.frontend.log_level);
-    let gateway = tokio::time::timeout(
-        GATEWAY_START_TIMEOUT,
-        Gateway::start(
-            &config,
-            &format!(
-                "activestack-gateway worker[{slot}] pid {}",
-                std::process::id()
-            ),
-        ),
-    )
-    .await
-    .map_err(|_| WorkerError::GatewayTimeout(GATEWAY_START_TIMEOUT))??;
-    let mut rabbit_lost = gateway.rabbit_lost();
-    let Config { cluster, .. } = *config;
-
     let (stop_probe, probe_stop) = watch::channel(false);
     let probe = LagProbe::default();
     tokio::spawn(probe.clone().run(probe_stop));
+    let name = format!(
+        "activestack-gateway worker[{slot}] pid {}",
+        std::process::id()
+    );
+    let Some(gateway) = answering(&mut channel, &probe, Gateway::start(&config, &name)).await?
+    else {
+        return Ok(()); // told to stop, or the master is gone, before we ever served
+    };
+    let mut rabbit_lost = gateway.rabbit_lost();
+    let Config { cluster, .. } = *config;
 
     let mut signals =
         Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP]).map_err(WorkerError::Signals)?;
@@ -161,14 +168,8 @@ async fn serve(
             },
             msg = channel.receiver.recv() => match msg? {
                 Some(ToWorker::Heartbeat { seq }) => {
-                    let (heap_used, heap_total) = memory::heap();
-                    let report = WorkerReport {
-                        rss: memory::rss_of(std::process::id()).unwrap_or(0),
-                        heap_used,
-                        heap_total,
-                        clients: server.as_ref().map_or(0, HttpServer::clients) + gateway.clients(),
-                        loop_lag_us: probe.take_max_us(),
-                    };
+                    let clients = server.as_ref().map_or(0, HttpServer::clients) + gateway.clients();
+                    let report = report(clients, &probe);
                     channel.sender.send(&ToMaster::HeartbeatAck { seq, report }).await?;
                 }
                 Some(ToWorker::Drain { timeout_ms }) => {
@@ -226,5 +227,48 @@ fn start_drain(acceptor: &Acceptor, deadline: &mut Option<Instant>, timeout: Dur
         );
         acceptor.stop();
         *deadline = Some(Instant::now() + timeout);
+    }
+}
+
+/// This process's heartbeat answer.
+fn report(clients: u64, probe: &LagProbe) -> WorkerReport {
+    let (heap_used, heap_total) = memory::heap();
+    WorkerReport {
+        rss: memory::rss_of(std::process::id()).unwrap_or(0),
+        heap_used,
+        heap_total,
+        clients,
+        loop_lag_us: probe.take_max_us(),
+    }
+}
+
+/// Waits for the gateway to start (RabbitMQ connected) while answering the master's heartbeats,
+/// so a worker waiting for its broker is not taken for a hung one; gives up after
+/// [`GATEWAY_START_TIMEOUT`]. `None`: told to drain, or the master is gone, meanwhile.
+async fn answering<T, E>(
+    channel: &mut Channel<ToMaster, ToWorker>,
+    probe: &LagProbe,
+    start: impl Future<Output = Result<T, E>>,
+) -> Result<Option<T>, WorkerError>
+where
+    WorkerError: From<E>,
+{
+    tokio::pin!(start);
+    let deadline = tokio::time::sleep(GATEWAY_START_TIMEOUT);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            started = &mut start => return Ok(Some(started?)),
+            () = &mut deadline => return Err(WorkerError::GatewayTimeout(GATEWAY_START_TIMEOUT)),
+            msg = channel.receiver.recv() => match msg? {
+                Some(ToWorker::Heartbeat { seq }) => {
+                    let report = report(0, probe);
+                    channel.sender.send(&ToMaster::HeartbeatAck { seq, report }).await?;
+                }
+                Some(ToWorker::LogLevel { level }) => logging::set_level(level),
+                Some(ToWorker::Drain { .. }) | None => return Ok(None),
+                Some(_) => {}
+            },
+        }
     }
 }

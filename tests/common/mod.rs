@@ -49,6 +49,13 @@ impl Cluster {
 
     /// Starts the master from the binary at `bin`.
     pub fn start_from(bin: &Path, extra: &str, env: &[(&str, &str)]) -> Cluster {
+        let cluster = Self::launch(bin, extra, env);
+        cluster.wait_ready();
+        cluster
+    }
+
+    /// Starts the master from `bin` without waiting for its workers.
+    pub fn launch(bin: &Path, extra: &str, env: &[(&str, &str)]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("gateway.properties");
         write_config(&config, dir.path(), extra);
@@ -73,14 +80,12 @@ impl Cluster {
                 sink.lock().unwrap().push(line);
             }
         });
-        let cluster = Cluster {
+        Cluster {
             master,
             dir,
             config,
             log,
-        };
-        cluster.wait_ready();
-        cluster
+        }
     }
 
     /// Rewrites the config file (same FAST base, new extra keys).
@@ -122,8 +127,8 @@ impl Cluster {
             let all_current = workers
                 .iter()
                 .all(|w| w["state"] == "ready" && w["generation"].as_u64() == Some(generation));
-            (status["phase"] == "running" && workers.len() == desired && all_current)
-                .then_some(status)
+            let gateways = workers.iter().filter(|w| w["role"] == "gateway").count();
+            (status["phase"] == "running" && gateways == desired && all_current).then_some(status)
         })
     }
 
@@ -132,7 +137,17 @@ impl Cluster {
         status["listen"].as_str().unwrap().parse().unwrap()
     }
 
-    /// Pids of the ready workers, by slot order.
+    /// The relay process's entry in status, once every process is ready.
+    pub fn relay(&self) -> Option<Value> {
+        let status = self.wait_ready();
+        status["workers"]
+            .as_array()?
+            .iter()
+            .find(|w| w["role"] == "relay")
+            .cloned()
+    }
+
+    /// Pids of the ready gateway workers, by slot order.
     pub fn worker_pids(&self) -> Vec<i32> {
         let status = self.wait_ready();
         workers(&status)
@@ -197,8 +212,10 @@ fn write_config(path: &Path, dir: &Path, extra: &str) {
     std::fs::write(path, text).expect("write config");
 }
 
+/// The gateway workers of a status report (the relay, if any, left out), by slot.
 pub fn workers(status: &Value) -> Vec<Value> {
-    status["workers"].as_array().cloned().unwrap_or_default()
+    let all = status["workers"].as_array().cloned().unwrap_or_default();
+    all.into_iter().filter(|w| w["role"] == "gateway").collect()
 }
 
 pub fn signal_pid(pid: i32, signal: nix::sys::signal::Signal) {

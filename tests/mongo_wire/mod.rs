@@ -623,10 +623,10 @@ fn apply(d: &Document, change: &Document) -> Document {
                 out.insert(k.clone(), v.clone());
             }
         }
-        if out.get("_id") == Some(&Bson::Null) {
-            if let Some(id) = change.get("_id") {
-                out.insert("_id", id.clone());
-            }
+        if out.get("_id") == Some(&Bson::Null)
+            && let Some(id) = change.get("_id")
+        {
+            out.insert("_id", id.clone());
         }
         out
     }
