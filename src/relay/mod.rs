@@ -189,15 +189,3 @@ pub(crate) async fn connect_nats(url: &str) -> Result<async_nats::Client, RelayE
             source,
         })
 }
-
-/// `e` and its sources, `: `-separated, for one log line.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}

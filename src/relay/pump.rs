@@ -21,7 +21,8 @@ use tokio::time::Instant;
 
 use super::checkpoint::{self, Checkpoint};
 use super::outbox::{self, Outgoing};
-use super::{RelayConfig, RelayError, RelayStats, chain};
+use super::{RelayConfig, RelayError, RelayStats};
+use crate::logging::error_chain;
 
 /// First and longest wait before starting over after an error.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -99,13 +100,13 @@ pub(super) async fn run(
                 RelayStats::add(&stats.history_lost, 1);
             }
             Err(e) if e.is_fatal() => {
-                tracing::error!(error = %chain(&e), "relay: stopped");
+                tracing::error!(error = %error_chain(&e), "relay: stopped");
                 return Err(e);
             }
             Err(e) => {
                 RelayStats::add(&stats.restarts, 1);
                 tracing::warn!(
-                    error = %chain(&e),
+                    error = %error_chain(&e),
                     retry_in_ms = delay.as_millis() as u64,
                     "relay: starting over from the last checkpoint"
                 );
@@ -533,7 +534,7 @@ impl Pipeline<'_> {
             .await
             .map_err(|e| RelayError::JetStream {
                 what: "cannot publish",
-                message: chain(&e),
+                message: error_chain(&e),
             })?;
         let kind = if message.dead_letter {
             Kind::DeadLetter
@@ -558,7 +559,7 @@ impl Pipeline<'_> {
             .store(self.in_flight.len() as u64, Ordering::Relaxed);
         let ack = ack.map_err(|e| RelayError::JetStream {
             what: "publish not acknowledged",
-            message: chain(&e),
+            message: error_chain(&e),
         })?;
         if ack.is_some_and(|a| a.duplicate) {
             RelayStats::add(&self.stats.duplicates, 1);
@@ -607,7 +608,7 @@ impl Pipeline<'_> {
     async fn finish(&mut self) -> Result<Outcome, RelayError> {
         if let Err(e) = self.drain().await {
             tracing::warn!(
-                error = %chain(&e),
+                error = %error_chain(&e),
                 "relay: stopping with unacknowledged publishes; they are sent again on restart"
             );
         }
@@ -617,7 +618,7 @@ impl Pipeline<'_> {
     /// Before starting over after an error: keep what was acknowledged.
     async fn abandon(&mut self) {
         if let Err(e) = self.drain().await {
-            tracing::debug!(error = %chain(&e), "relay: could not finish in-flight publishes");
+            tracing::debug!(error = %error_chain(&e), "relay: could not finish in-flight publishes");
         }
     }
 

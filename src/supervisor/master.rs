@@ -31,7 +31,7 @@ use crate::config::{Config, Loaded};
 use crate::control::{self, ControlCall, Request, StatusReport, WorkerStatus};
 use crate::gateway;
 use crate::ipc::{Channel, ToMaster, ToWorker, WorkerReport};
-use crate::logging;
+use crate::logging::{self, error_chain};
 
 /// Frames queued for one worker; a worker that does not read them loses heartbeats, not the
 /// master's time.
@@ -1097,16 +1097,4 @@ fn local_addr(listener: &TcpListener, config: &Config) -> SocketAddr {
     listener
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], config.frontend.port)))
-}
-
-/// An error and its causes on one line: "a: b: c".
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }
