@@ -681,3 +681,80 @@ async fn relay_throughput() {
     r.stop().await;
     env.cleanup().await;
 }
+
+/// The `relay` command as a real process: SIGKILLed mid-stream and started again from its
+/// checkpoint, nothing is lost and nothing is twice in the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_process_sigkilled_mid_stream_loses_and_duplicates_nothing() {
+    let env = Env::new(false).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("gateway.properties");
+    let c = &env.cfg;
+    std::fs::write(
+        &conf,
+        format!(
+            "relay.enabled=true\nrelay.mongodb.url={}\nrelay.mongodb.database={}\n\
+             relay.nats.url={}\nrelay.nats.subjectPrefix={}\nrelay.nats.stream={}\n\
+             relay.nats.deadLetterSubject={}\nrelay.nats.deadLetterStream={}\n\
+             relay.maxInFlight={}\n",
+            c.mongodb_url,
+            c.database,
+            c.nats_url,
+            c.subject_prefix,
+            c.stream,
+            c.dead_letter_subject,
+            c.dead_letter_stream,
+            c.max_in_flight
+        ),
+    )
+    .unwrap();
+    let spawn = || {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_activestack-gateway"))
+            .arg("relay")
+            .arg(&conf)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let watching = Arc::new(AtomicBool::new(false));
+        let (seen, stderr) = (watching.clone(), child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                eprintln!("{line}");
+                if line.contains("watching the outbox") {
+                    seen.store(true, Ordering::Relaxed);
+                }
+            }
+        });
+        (child, watching)
+    };
+
+    let (mut first, watching) = spawn();
+    wait_for("the relay process to watch the outbox", || {
+        let w = watching.clone();
+        async move { w.load(Ordering::Relaxed) }
+    })
+    .await;
+    let mut ids = env.insert(100).await;
+    wait_for("some messages published", || async {
+        env.count(&env.cfg.stream).await >= 30
+    })
+    .await;
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    ids.extend(env.insert(50).await);
+
+    let (mut second, _) = spawn();
+    ids.extend(env.insert(50).await);
+    env.assert_exactly(&ids).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(second.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(second.wait().unwrap().code(), Some(0));
+    env.cleanup().await;
+}
