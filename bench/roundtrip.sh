@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Round-trip benchmark of the socket.io gateway: client -> gateway -> RabbitMQ agent queue
+# (`testCall`) -> echo agent -> client queue -> gateway -> `push` -> client ack. For each client
+# count (default 1 100 1000) it reports round trips/s, latency p50/p99/max and the workers' CPU
+# time per round trip; the same load against bench/node-gateway/server.js (socket.io 4 +
+# amqplib + node cluster, 2 workers) for a side-by-side ratio.
+#
+# Usage: bench/roundtrip.sh [--only ours|node] [--clients "1 100 1000"] [--seconds 5]
+#        SKIP_BUILD=1 to skip `cargo build --release`.
+# Needs: RabbitMQ on 127.0.0.1:5672 (guest/guest), node >= 18. Installs its npm packages
+# (package-lock.json) into bench/roundtrip and bench/node-gateway if missing.
+# Output: bench/results/roundtrip.md and bench/results/roundtrip.json (git-ignored); logs in a
+# temp dir printed at the end. Loopback only; every run is bounded (connect <= 60 s, measure
+# <= --seconds and <= 2,000,000 round trips).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+ONLY=""; CLIENTS="1 100 1000"; SECONDS_PER_RUN=5
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --only) ONLY=$2; shift 2;;
+    --clients) CLIENTS=$2; shift 2;;
+    --seconds) SECONDS_PER_RUN=$2; shift 2;;
+    -h|--help) sed -n 2,15p "$0"; exit 0;;
+    *) echo "unknown argument $1" >&2; exit 2;;
+  esac
+done
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+export CLK_TCK
+CLK_TCK=$(getconf CLK_TCK)
+
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release
+for d in bench/roundtrip bench/node-gateway; do
+  [ -d "$d/node_modules" ] || (cd "$d" && npm ci --no-audit --no-fund)
+done
+
+TMP=$(mktemp -d /tmp/roundtrip.XXXXXX)
+RESULTS=$TMP/results.jsonl
+: > "$RESULTS"
+PIDS_TO_KILL=()
+cleanup() {
+  for p in "${PIDS_TO_KILL[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.5
+  for p in "${PIDS_TO_KILL[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# The echo agent.
+node bench/roundtrip/agent.js > "$TMP/agent.out" 2> "$TMP/agent.err" &
+AGENT=$!; PIDS_TO_KILL+=("$AGENT")
+for _ in $(seq 100); do grep -q ready "$TMP/agent.out" 2>/dev/null && break; sleep 0.1; done
+grep -q ready "$TMP/agent.out" || { echo "echo agent did not start:"; cat "$TMP/agent.err"; exit 1; }
+
+# CPU of the other processes sharing the 2 cores, reported per run (read-only lookups).
+RABBIT=$(pgrep -o -x beam.smp || true)
+export OTHER_PIDS="agent:$AGENT${RABBIT:+,rabbitmq:$RABBIT}"
+
+run_load() { # side url pids
+  local side=$1 url=$2 pids=$3 n out
+  for n in $CLIENTS; do
+    echo "== $side, $n clients" >&2
+    if out=$(timeout $((SECONDS_PER_RUN + 90)) node bench/roundtrip/load.js "$url" "$n" "$SECONDS_PER_RUN" "$pids" 2>>"$TMP/load-$side.err"); then
+      echo "$out" | sed "s/^{/{\"side\":\"$side\",/" >> "$RESULTS"
+      echo "   $out" >&2
+    else
+      echo "{\"side\":\"$side\",\"clients\":$n,\"failed\":true}" >> "$RESULTS"
+      echo "   failed: $(tail -2 "$TMP/load-$side.err")" >&2
+    fi
+    sleep 1
+  done
+}
+
+if [ "$ONLY" != node ]; then
+  PORT=$(free_port)
+  CONF=$TMP/gateway.properties
+  cat > "$CONF" <<CONF
+frontend.host=127.0.0.1
+frontend.port=$PORT
+frontend.logLevel=warn
+frontend.session_secret=roundtrip-bench-secret
+cluster.workerCount=2
+cluster.controlSocket=$TMP/control.sock
+gateway.rabbitmq.host=127.0.0.1
+gateway.rabbitmq.port=5672
+CONF
+  target/release/activestack-gateway server "$CONF" > "$TMP/gateway.out" 2> "$TMP/gateway.err" &
+  MASTER=$!; PIDS_TO_KILL+=("$MASTER")
+  WPIDS=""
+  for _ in $(seq 200); do
+    WPIDS=$(target/release/activestack-gateway status "$CONF" --json 2>/dev/null | node -e '
+      let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{try{const j=JSON.parse(s);
+      const w=(j.workers||[]).filter(w=>w.role==="gateway"&&w.state==="ready");
+      if(w.length===2)console.log(w.map(w=>w.pid).join(","));}catch(_){}})') || true
+    [ -n "$WPIDS" ] && break; sleep 0.1
+  done
+  [ -n "$WPIDS" ] || { echo "gateway workers not ready:"; tail "$TMP/gateway.err"; exit 1; }
+  echo "gateway master $MASTER workers $WPIDS port $PORT" >&2
+  run_load ours "http://127.0.0.1:$PORT" "$WPIDS"
+  target/release/activestack-gateway status "$CONF" --json > "$TMP/gateway-status-after.json" 2>/dev/null || true
+  kill "$MASTER"; wait "$MASTER" 2>/dev/null || true
+fi
+
+if [ "$ONLY" != ours ]; then
+  PORT=$(free_port)
+  node bench/node-gateway/server.js "$PORT" > "$TMP/node.out" 2> "$TMP/node.err" &
+  NMASTER=$!; PIDS_TO_KILL+=("$NMASTER")
+  for _ in $(seq 100); do grep -q '^workers' "$TMP/node.out" 2>/dev/null && break; sleep 0.1; done
+  NPIDS=$(awk '/^workers/{print $2","$3}' "$TMP/node.out")
+  [ -n "$NPIDS" ] || { echo "node gateway not ready:"; cat "$TMP/node.err"; exit 1; }
+  echo "node primary $NMASTER workers $NPIDS port $PORT" >&2
+  run_load node "http://127.0.0.1:$PORT" "$NPIDS"
+  kill "$NMASTER"; wait "$NMASTER" 2>/dev/null || true
+fi
+
+mkdir -p bench/results
+node bench/roundtrip/report.js "$RESULTS" bench/results/roundtrip.json bench/results/roundtrip.md "$TMP"
+cat bench/results/roundtrip.md
+echo "logs: $TMP" >&2

@@ -1,0 +1,113 @@
+// Round-trip load for bench/roundtrip.sh. N socket.io clients (websocket only); each sends
+// `message {connect:{}}`, waits for `gatewayConnectAck`, then loops: emit `testCall` with a
+// unique messageId, wait for the `push` with that correspondingMessageId, ack it with
+// `message {ack:{correspondingMessageId}}`, next. Closed loop, one request in flight per client.
+// Bounded: connect phase <= CONNECT_TIMEOUT s, measure phase <= DURATION s and <= MAX_RT round
+// trips in total. CPU: utime+stime of PIDS (comma list) from /proc/<pid>/stat, read at the start
+// and end of the measure phase.
+// Usage: node load.js URL CLIENTS DURATION_S PIDS [MAX_RT]   -> one JSON line on stdout
+"use strict";
+const fs = require("fs");
+const { io } = require("socket.io-client");
+
+const [url, nArg, durArg, pidsArg, maxArg] = process.argv.slice(2);
+const N = parseInt(nArg, 10);
+const DURATION = parseFloat(durArg) * 1000;
+const PIDS = (pidsArg || "").split(",").filter(Boolean).map(Number);
+const MAX_RT = parseInt(maxArg || "2000000", 10);
+const CONNECT_TIMEOUT = parseFloat(process.env.CONNECT_TIMEOUT || "60") * 1000;
+const CONNECT_BATCH = parseInt(process.env.CONNECT_BATCH || "50", 10);
+const CLK_TCK = parseInt(process.env.CLK_TCK || "100", 10);
+
+// Other processes to account for (where the 2 cores went): OTHER_PIDS="agent:123,rabbitmq:456".
+const OTHER = (process.env.OTHER_PIDS || "").split(",").filter(Boolean).map((x) => x.split(":"));
+
+function cpuTicks(pids = PIDS) {
+  let sum = 0;
+  for (const pid of pids) {
+    try {
+      const s = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+      const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
+      sum += parseInt(f[11], 10) + parseInt(f[12], 10); // utime, stime (fields 14, 15)
+    } catch (_) { /* gone */ }
+  }
+  return sum;
+}
+
+const lat = new Float64Array(MAX_RT);
+let done = 0, measuring = false, stopped = false, duplicates = 0, errors = 0, disconnects = 0;
+const sockets = [];
+
+function connectOne(i) {
+  return new Promise((resolve, reject) => {
+    const s = io(url, { transports: ["websocket"], reconnection: false, forceNew: true, timeout: 20000 });
+    const c = { s, seq: 0, pendingId: null, sentAt: 0 };
+    s.on("connect_error", (e) => reject(new Error(`client ${i}: ${e.message}`)));
+    s.on("disconnect", () => { if (!stopped) disconnects++; });
+    s.on("gatewayError", () => { errors++; });
+    s.once("gatewayConnectAck", () => { sockets.push(c); resolve(c); });
+    s.on("push", (p) => {
+      const id = p && p.correspondingMessageId;
+      if (id === undefined) return;
+      s.emit("message", { ack: { correspondingMessageId: id } });
+      if (id !== c.pendingId) { duplicates++; return; } // a re-send of an already acked push
+      c.pendingId = null;
+      if (measuring && done < MAX_RT) lat[done++] = performance.now() - c.sentAt;
+      if (!stopped) send(c, i);
+    });
+    s.on("connect", () => s.emit("message", { connect: {} }));
+  });
+}
+
+function send(c, i) {
+  if (stopped || (measuring && done >= MAX_RT)) return;
+  c.pendingId = `c${i}-${++c.seq}`;
+  c.sentAt = performance.now();
+  c.s.emit("testCall", { cn: "TestCall", messageId: c.pendingId });
+}
+
+(async () => {
+  const t0 = Date.now();
+  const guard = setTimeout(() => { console.error("connect phase timed out"); process.exit(2); }, CONNECT_TIMEOUT);
+  for (let i = 0; i < N; i += CONNECT_BATCH) {
+    const batch = [];
+    for (let j = i; j < Math.min(N, i + CONNECT_BATCH); j++) batch.push(connectOne(j));
+    await Promise.all(batch);
+  }
+  clearTimeout(guard);
+  const connectMs = Date.now() - t0;
+  // Warm-up: 500 ms of load not counted.
+  sockets.forEach((c, i) => send(c, i));
+  await new Promise((r) => setTimeout(r, 500));
+  const cpu0 = cpuTicks();
+  const other0 = OTHER.map(([, pid]) => cpuTicks([Number(pid)]));
+  const self0 = process.cpuUsage();
+  const m0 = performance.now();
+  measuring = true;
+  await new Promise((r) => {
+    const end = setTimeout(r, DURATION);
+    const poll = setInterval(() => { if (done >= MAX_RT) { clearTimeout(end); clearInterval(poll); r(); } }, 50);
+    setTimeout(() => clearInterval(poll), DURATION + 10);
+  });
+  measuring = false;
+  const elapsed = (performance.now() - m0) / 1000;
+  const cpu1 = cpuTicks();
+  const selfCpu = process.cpuUsage(self0);
+  const otherCpu = { loadgen: +((selfCpu.user + selfCpu.system) / 1e6).toFixed(2) };
+  OTHER.forEach(([name, pid], k) => { otherCpu[name] = +((cpuTicks([Number(pid)]) - other0[k]) / CLK_TCK).toFixed(2); });
+  stopped = true;
+  const l = Array.from(lat.subarray(0, done)).sort((a, b) => a - b);
+  const q = (p) => (l.length ? l[Math.min(l.length - 1, Math.floor(p * l.length))] : null);
+  const cpuUs = ((cpu1 - cpu0) * 1e6) / CLK_TCK;
+  const out = {
+    clients: N, connectMs, seconds: +elapsed.toFixed(3), roundTrips: done,
+    rtPerSec: +(done / elapsed).toFixed(1),
+    p50ms: q(0.5), p99ms: q(0.99), maxms: l.length ? l[l.length - 1] : null,
+    cpuSec: cpuUs / 1e6, cpuUsPerRt: done ? +(cpuUs / done).toFixed(1) : null,
+    otherCpuSec: otherCpu, pids: PIDS, duplicates, gatewayErrors: errors, disconnects,
+  };
+  for (const k of ["p50ms", "p99ms", "maxms"]) if (out[k] !== null) out[k] = +out[k].toFixed(3);
+  process.stdout.write(JSON.stringify(out) + "\n");
+  for (const c of sockets) c.s.close();
+  setTimeout(() => process.exit(0), 200);
+})().catch((e) => { console.error(e.message || e); process.exit(1); });

@@ -1,0 +1,30 @@
+// bench/roundtrip.sh: results.jsonl -> roundtrip.json + roundtrip.md
+"use strict";
+const fs = require("fs");
+const [src, jsonOut, mdOut, logs] = process.argv.slice(2);
+const rows = fs.readFileSync(src, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l));
+fs.writeFileSync(jsonOut, JSON.stringify({ meta: { date: new Date().toISOString(), logs }, rows }, null, 2) + "\n");
+const by = (side, n) => rows.find((r) => r.side === side && r.clients === n);
+const counts = [...new Set(rows.map((r) => r.clients))].sort((a, b) => a - b);
+const fmt = (r) => !r ? "– | – | – | – | –" : r.failed ? "failed | | | |"
+  : `${Math.round(r.rtPerSec)} | ${r.p50ms.toFixed(2)} | ${r.p99ms.toFixed(2)} | ${r.maxms.toFixed(1)} | ${Math.round(r.cpuUsPerRt)}`;
+const ratio = (a, b) => (a && b && !a.failed && !b.failed ? (a.rtPerSec / b.rtPerSec).toFixed(2) + "×" : "–");
+let md = "# Round trip: socket.io client -> gateway -> RabbitMQ -> echo agent -> gateway -> push -> ack\n\n";
+md += "Closed loop, one request in flight per client, `testCall` to the echo agent (bench/roundtrip/agent.js). ";
+md += "Latency in ms; CPU = utime+stime of the 2 worker processes over the measure window / round trips. ";
+md += "Load generator, echo agent, RabbitMQ and the gateway share the same 2 cores.\n\n";
+md += "| clients | ours rt/s | p50 | p99 | max | CPU µs/rt | node rt/s | p50 | p99 | max | CPU µs/rt | rt/s ours/node |\n";
+md += "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+for (const n of counts) md += `| ${n} | ${fmt(by("ours", n))} | ${fmt(by("node", n))} | ${ratio(by("ours", n), by("node", n))} |\n`;
+const odd = rows.filter((r) => r.duplicates || r.gatewayErrors || r.disconnects);
+if (odd.length) {
+  md += "\nAnomalies (pushes re-sent after ack, gatewayError events, unexpected disconnects):\n\n";
+  for (const r of odd) md += `- ${r.side} ${r.clients} clients: duplicates ${r.duplicates}, gatewayErrors ${r.gatewayErrors}, disconnects ${r.disconnects}\n`;
+}
+md += "\nCPU seconds of each process during the measure window (gateway workers / load generator / echo agent / RabbitMQ):\n\n";
+for (const r of rows.filter((r) => !r.failed)) {
+  const o = r.otherCpuSec || {};
+  md += `- ${r.side} ${r.clients}: workers ${r.cpuSec.toFixed(2)}, ${Object.entries(o).map(([k, v]) => `${k} ${v}`).join(", ")} (over ${r.seconds} s)\n`;
+}
+md += `\nconnect phase (ms): ${rows.filter((r) => !r.failed).map((r) => `${r.side}/${r.clients}: ${r.connectMs}`).join(", ")}\n`;
+fs.writeFileSync(mdOut, md);
