@@ -247,9 +247,7 @@ fn relay(path: Option<&Path>, toml: Option<&Path>) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     logging::init(Role::Relay, level);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = one_thread_runtime()?;
     runtime.block_on(async move {
         let (stop, shutdown) = tokio::sync::watch::channel(false);
         let mut signals = signal_hook_tokio::Signals::new([
@@ -278,9 +276,7 @@ fn nats_setup(path: Option<&Path>, toml: Option<&Path>) -> anyhow::Result<ExitCo
         Err(code) => return Ok(code),
     };
     logging::init(Role::Cli, level);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = one_thread_runtime()?;
     let status = runtime.block_on(activestack_gateway::relay::ensure_stream(&config))?;
     println!("stream {}: {:?}", config.stream, status.events);
     println!(
@@ -288,4 +284,11 @@ fn nats_setup(path: Option<&Path>, toml: Option<&Path>) -> anyhow::Result<ExitCo
         config.dead_letter_stream, status.dead_letter
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The event loop of a one-shot command: one thread is all these need.
+fn one_thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }
