@@ -83,19 +83,35 @@ impl JsClient {
 
     /// The first event named `event` (not yet taken) whose data satisfies `pred`.
     fn wait(&mut self, event: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + DEADLINE;
+        self.wait_within(event, pred, DEADLINE)
+            .unwrap_or_else(|| panic!("timed out waiting for event {event}"))
+    }
+
+    /// Like [`JsClient::wait`], but gives up (false) after a second.
+    fn try_wait(&mut self, event: &str, pred: impl Fn(&Value) -> bool) -> bool {
+        let second = std::time::Duration::from_secs(1);
+        self.wait_within(event, pred, second).is_some()
+    }
+
+    fn wait_within(
+        &mut self,
+        event: &str,
+        pred: impl Fn(&Value) -> bool,
+        within: std::time::Duration,
+    ) -> Option<Value> {
+        let deadline = Instant::now() + within;
         loop {
             if let Some(i) = self
                 .seen
                 .iter()
                 .position(|e| e["event"] == event && pred(&e["data"]))
             {
-                return self.seen.remove(i)["data"].clone();
+                return Some(self.seen.remove(i)["data"].clone());
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "timed out waiting for event {event}");
-            if let Ok(v) = self.events.recv_timeout(left) {
-                self.seen.push(v);
+            match self.events.recv_timeout(left) {
+                Ok(v) => self.seen.push(v),
+                Err(_) => return None,
             }
         }
     }
@@ -235,7 +251,7 @@ fn answer(queue: &str, request: &Value) -> Option<Value> {
             "clientId": client_id,
             "result": {
                 "cn": "com.percero.agents.auth.vo.UserToken",
-                "user": {"ID": "user-1"},
+                "user": {"ID": request["user"].as_str().unwrap_or("user-1")},
                 "token": "token-1",
                 "deviceId": request["deviceId"],
                 "clientId": client_id,
@@ -468,9 +484,13 @@ fn eol_disposes_the_client() {
 
 /// Logs `client` in through the echo agent; returns the logged-in session and its key.
 fn log_in(client: &mut JsClient) -> (String, Session) {
+    log_in_as(client, "user-1")
+}
+
+fn log_in_as(client: &mut JsClient, user: &str) -> (String, Session) {
     client.emit(
         "authenticate",
-        json!({"messageId": "login", "deviceId": "dev-1"}),
+        json!({"messageId": "login", "deviceId": "dev-1", "user": user}),
     );
     client.push_for("login");
     client.emit(
@@ -627,4 +647,160 @@ fn a_worker_that_loses_rabbitmq_is_replaced() {
         client.emit("testCall", json!({"cn": "TestCall", "messageId": "again"}));
         client.push_for("again");
     }
+}
+
+/// Connected clients per gateway worker pid, as the workers last reported them.
+fn clients_per_worker(cluster: &Cluster) -> Option<Vec<(u64, u64)>> {
+    let status = cluster.status()?;
+    common::workers(&status)
+        .iter()
+        .map(|w| Some((w["pid"].as_u64()?, w["clients"].as_u64()?)))
+        .collect()
+}
+
+#[test]
+fn console_push_reaches_a_users_sockets_on_every_worker() {
+    start_agent();
+    let channel = format!("gw-push-{}-{}", std::process::id(), fastrand::u64(..));
+    let cluster = Cluster::start(&format!(
+        "{}gateway.redis.gatewaycontrolqueue={channel}\n",
+        gateway_config()
+    ));
+    cluster.wait_log(&["listening for control commands on Redis"]);
+    let user = format!("user-{}", fastrand::u64(..));
+
+    // Connect the user's clients one by one, noting the worker each lands on, until both
+    // workers hold at least one.
+    let mut mine = Vec::new();
+    let mut workers_of_mine = std::collections::BTreeSet::new();
+    let mut before = common::wait_for("client counts", || clients_per_worker(&cluster));
+    while workers_of_mine.len() < 2 {
+        assert!(mine.len() < 12, "12 connections all went to one worker");
+        let mut client = JsClient::connect(&cluster);
+        client.gateway_connect();
+        log_in_as(&mut client, &user);
+        mine.push(client);
+        let (pid, after) = common::wait_for("the new client counted", || {
+            let now = clients_per_worker(&cluster)?;
+            let grown = now
+                .iter()
+                .find(|(pid, n)| before.iter().any(|(p, b)| p == pid && n > b))?;
+            Some((grown.0, now.clone()))
+        });
+        workers_of_mine.insert(pid);
+        before = after;
+    }
+    let mut stranger = JsClient::connect(&cluster);
+    stranger.gateway_connect();
+    log_in_as(&mut stranger, "someone-else");
+
+    let console = |line: &str| -> Value {
+        let out = Command::new(common::BIN)
+            .arg("console")
+            .arg(&cluster.config)
+            .arg(line)
+            .output()
+            .expect("run the console");
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    };
+    let answer = console(&format!(r#"push {user} {{"cn":"Notice","text":"to you"}}"#));
+    assert_eq!(answer["ok"], true, "{answer}");
+    for client in &mut mine {
+        client.wait("push", |d| d["text"] == "to you");
+    }
+    let answer = console(r#"push * {"cn":"Notice","text":"to all"}"#);
+    assert_eq!(answer["ok"], true, "{answer}");
+    for client in mine.iter_mut().chain([&mut stranger]) {
+        client.wait("push", |d| d["text"] == "to all");
+    }
+    // The stranger never got the user's push.
+    assert!(
+        !stranger
+            .seen
+            .iter()
+            .any(|e| e["event"] == "push" && e["data"]["text"] == "to you")
+    );
+    let answer = console("push someone {not json");
+    assert_eq!(answer["ok"], false, "{answer}");
+}
+
+/// A Redis server of the test's own (so it can be stopped without disturbing other tests).
+struct PrivateRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    fn start() -> PrivateRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut redis = PrivateRedis { port, child: None };
+        redis.restart();
+        redis
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let addr = format!("127.0.0.1:{}", self.port);
+        common::wait_for("the private Redis to listen", || {
+            std::net::TcpStream::connect(&addr).ok()
+        });
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[test]
+fn broadcasts_work_again_after_redis_restarts() {
+    let mut redis = PrivateRedis::start();
+    let cluster = Cluster::start(&format!(
+        "{}gateway.redis.port={}\n",
+        gateway_config(),
+        redis.port
+    ));
+    cluster.wait_log(&["listening for control commands on Redis"]);
+    let mut client = JsClient::connect(&cluster);
+    client.gateway_connect();
+    let push = |text: &str| {
+        Command::new(common::BIN)
+            .arg("console")
+            .arg(&cluster.config)
+            .arg(format!(r#"push * {{"text":"{text}"}}"#))
+            .output()
+            .is_ok_and(|out| out.status.success())
+    };
+    assert!(push("before"));
+    client.wait("push", |d| d["text"] == "before");
+
+    redis.restart();
+    // The master's control channel and the workers' adapter both find Redis again by themselves.
+    common::wait_for("two control-channel subscriptions", || {
+        (cluster.count_log(&["listening for control commands on Redis"]) >= 2).then_some(())
+    });
+    let mut n = 0;
+    common::wait_for("a push after the restart", || {
+        n += 1;
+        let text = format!("after-{n}");
+        (push(&text) && client.try_wait("push", |d| d["text"] == text.as_str())).then_some(())
+    });
 }

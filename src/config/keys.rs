@@ -381,7 +381,8 @@ pub(crate) static KEYS: &[KeySpec] = &[
         name: "gateway.redis.host",
         unit: "host",
         default: "localhost",
-        doc: "Redis server (sessions and the control channel).",
+        doc: "Redis server: the control channel, and the socket.io adapter that spreads rooms \
+              and broadcasts over every worker. Clients are served while it is down.",
         sample: Sample::Default,
         secret: false,
         set: |c, v| set(&mut c.gateway.redis.host, host(v)?),
@@ -412,7 +413,8 @@ pub(crate) static KEYS: &[KeySpec] = &[
         unit: "text",
         default: "gateway",
         doc: "Redis pub/sub channel the gateway takes control commands from (loglevel, \
-              clientcount, restart, shutdown, ...).",
+              clientcount, restart, shutdown, push, ...). It also prefixes the socket.io \
+              adapter's channels: gateways sharing it share rooms.",
         sample: Sample::Default,
         secret: false,
         set: |c, v| set(&mut c.gateway.redis.control_channel, non_empty(v)?),

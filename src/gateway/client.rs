@@ -12,10 +12,10 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use lapin::{Channel, Consumer};
 use serde_json::{Map, Value, json};
-use socketioxide::extract::SocketRef;
 use tokio::task::AbortHandle;
 
 use super::Shared;
+use super::adapter::{self, SocketRef};
 use super::events::{self, Kind};
 use super::rabbit::{Rabbit, RabbitError};
 use super::session::Session;
@@ -207,6 +207,7 @@ impl Client {
         // Refused keys still get a working, fresh client.
         self.connect().await;
         if logged_in {
+            self.join_user_room();
             let request = self.agent_request(events::RECONNECT_REQUEST);
             self.publish_internal(events::RECONNECT_QUEUE, &request)
                 .await;
@@ -287,9 +288,28 @@ impl Client {
             let request = self.agent_request(events::AUTH_DISCONNECT_REQUEST);
             self.publish_internal(events::DISCONNECT_AUTH_QUEUE, &request)
                 .await;
-            self.state().session.log_out();
-            self.send_session();
+            self.log_out();
         }
+    }
+
+    /// Puts the socket in its user's room (pushes to the user reach it on any worker).
+    fn join_user_room(&self) {
+        if let Some(user) = self.state().session.user_id.clone() {
+            self.socket.join(adapter::user_room(&user));
+        }
+    }
+
+    fn log_out(&self) {
+        let user = {
+            let mut state = self.state();
+            let user = state.session.user_id.clone();
+            state.session.log_out();
+            user
+        };
+        if let Some(user) = user {
+            self.socket.leave(adapter::user_room(&user));
+        }
+        self.send_session();
     }
 
     // ----- the client queue -----
@@ -403,17 +423,21 @@ impl Client {
                 tracing::debug!(sid = %self.socket.id, cn, "authentication answer without user and token");
                 return;
             };
-            let reconnect = {
+            let (reconnect, previous) = {
                 let mut state = self.state();
-                state.session.user_id = Some(user_id);
+                let previous = state.session.user_id.replace(user_id.clone());
                 state.session.token = Some(token);
                 state.session.device_id = token_obj
                     .get("deviceId")
                     .and_then(message_id)
                     .or(state.session.device_id.take());
-                state.session.existing_client_id.is_some()
+                (state.session.existing_client_id.is_some(), previous)
             };
             tracing::info!(sid = %self.socket.id, "client logged in");
+            if let Some(previous) = previous.filter(|p| *p != user_id) {
+                self.socket.leave(adapter::user_room(&previous));
+            }
+            self.join_user_room();
             let (queue, cn) = if reconnect {
                 (events::RECONNECT_QUEUE, events::RECONNECT_REQUEST)
             } else {
@@ -426,8 +450,7 @@ impl Client {
             && message.get("clientId").is_none_or(Value::is_null)
         {
             tracing::info!(sid = %self.socket.id, cn, "no clientId in the answer: logging out");
-            self.state().session.log_out();
-            self.send_session();
+            self.log_out();
         }
     }
 

@@ -4,12 +4,14 @@
 //! whose answer the master publishes as JSON on the reply channel.
 //!
 //! Commands: `restart [immediate|graceful] [ms]`, `shutdown CODE [immediate|graceful] [ms]`,
-//! `loglevel LEVEL`, `clientmessageresendinterval MS`, `clientcount`, `status`.
+//! `loglevel LEVEL`, `clientmessageresendinterval MS`, `clientcount`, `status`, and
+//! `push USERID|* JSON` (emits `push` with the JSON object to one user's sockets or to every
+//! client, on every worker).
 
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::{AsyncCommands, IntoConnectionInfo, RedisConnectionInfo};
+use redis::{AsyncCommands, IntoConnectionInfo, ProtocolVersion, RedisConnectionInfo};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -54,6 +56,10 @@ pub enum Command {
     ResendInterval(Duration),
     ClientCount,
     Status,
+    Push {
+        audience: super::Audience,
+        data: Value,
+    },
 }
 
 impl Command {
@@ -112,6 +118,23 @@ impl Command {
                     _ => Err(ControlError::Usage(USAGE)),
                 }
             }
+            "push" => {
+                const USAGE: &str = "usage: push USERID|* {JSON object}";
+                // The JSON is the rest of the line as written, spaces included.
+                let after_word = line.trim_start()[word.len()..].trim_start();
+                let (target, json) = after_word
+                    .split_once(char::is_whitespace)
+                    .ok_or(ControlError::Usage(USAGE))?;
+                let data = match serde_json::from_str(json.trim()) {
+                    Ok(data @ Value::Object(_)) => data,
+                    _ => return Err(ControlError::Usage(USAGE)),
+                };
+                let audience = match target {
+                    "*" => super::Audience::All,
+                    user => super::Audience::User(user.to_string()),
+                };
+                Ok(Command::Push { audience, data })
+            }
             "clientcount" => Ok(Command::ClientCount),
             "status" => Ok(Command::Status),
             _ => Err(ControlError::Unknown(word)),
@@ -152,11 +175,18 @@ pub struct Incoming {
     pub reply: Option<String>,
 }
 
-fn client(config: &RedisConfig) -> Result<redis::Client, ControlError> {
-    let mut info = (config.host.as_str(), config.port).into_connection_info()?;
+/// A client for `gateway.redis.*` speaking `protocol` (the adapter needs RESP3 pushes).
+pub(super) fn client(
+    config: &RedisConfig,
+    protocol: ProtocolVersion,
+) -> Result<redis::Client, ControlError> {
+    let mut settings = RedisConnectionInfo::default().set_protocol(protocol);
     if let Some(password) = &config.password {
-        info = info.set_redis_settings(RedisConnectionInfo::default().set_password(password));
+        settings = settings.set_password(password);
     }
+    let info = (config.host.as_str(), config.port)
+        .into_connection_info()?
+        .set_redis_settings(settings);
     Ok(redis::Client::open(info)?)
 }
 
@@ -168,7 +198,7 @@ pub async fn serve(
     commands: mpsc::Sender<Incoming>,
     mut replies: mpsc::Receiver<(String, Value)>,
 ) {
-    let client = match client(&config) {
+    let client = match client(&config, ProtocolVersion::RESP2) {
         Ok(client) => client,
         Err(e) => {
             tracing::error!("control channel disabled: {e}");
@@ -242,7 +272,7 @@ pub struct Console {
 
 impl Console {
     pub async fn connect(config: &RedisConfig) -> Result<Console, ControlError> {
-        let client = client(config)?;
+        let client = client(config, ProtocolVersion::RESP2)?;
         let reply = format!(
             "{}.reply.{}",
             config.control_channel,
@@ -331,6 +361,23 @@ mod tests {
             Command::ResendInterval(Duration::from_secs(1))
         );
         assert_eq!(Command::parse("clientcount").unwrap(), Command::ClientCount);
+        assert_eq!(
+            Command::parse(r#"PUSH 42 {"cn": "Notice", "text": "a b"}"#).unwrap(),
+            Command::Push {
+                audience: crate::gateway::Audience::User("42".into()),
+                data: serde_json::json!({"cn": "Notice", "text": "a b"})
+            }
+        );
+        assert!(matches!(
+            Command::parse(r#"push * {"cn":"Notice"}"#),
+            Ok(Command::Push {
+                audience: crate::gateway::Audience::All,
+                ..
+            })
+        ));
+        assert!(Command::parse("push 42").is_err());
+        assert!(Command::parse("push 42 [1]").is_err());
+        assert!(Command::parse("push 42 {oops").is_err());
         assert!(Command::parse("loglevel loud").is_err());
         assert!(Command::parse("clientmessageresendinterval 0").is_err());
         assert!(Command::parse("shutdown").is_err());

@@ -6,6 +6,7 @@
 //! go to agent queues on the default exchange, answers come back on the client's own queue and
 //! are pushed to the socket, re-sent until the client acks them.
 
+pub mod adapter;
 pub mod client;
 pub mod console;
 pub mod control;
@@ -18,12 +19,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
-use socketioxide::extract::{Event, SocketRef, TryData};
-use socketioxide::layer::SocketIoLayer;
+use socketioxide::extract::{Event, TryData};
 use socketioxide::{SocketIo, TransportType};
 use tokio::sync::watch;
 
 use crate::config::Config;
+use adapter::{Adapter, SocketRef};
 use client::Client;
 use rabbit::{Rabbit, RabbitError};
 
@@ -40,6 +41,22 @@ pub enum GatewayError {
         #[source]
         source: RabbitError,
     },
+    #[error("cannot set up the socket.io Redis adapter")]
+    Adapter(#[source] control::ControlError),
+    #[error("the socket.io Redis adapter did not start: {0}")]
+    AdapterInit(String),
+}
+
+/// A socket.io layer of this gateway (its rooms span the cluster through Redis).
+pub type SocketIoLayer = socketioxide::layer::SocketIoLayer<Adapter>;
+
+/// Where a push from the console goes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Audience {
+    /// Every client of the cluster.
+    All,
+    /// Every socket of one logged-in user, on any worker.
+    User(String),
 }
 
 /// What every client of this worker shares.
@@ -53,7 +70,7 @@ pub struct Shared {
 }
 
 pub struct Gateway {
-    io: SocketIo,
+    io: SocketIo<Adapter>,
     layer: SocketIoLayer,
     shared: Arc<Shared>,
 }
@@ -83,21 +100,45 @@ impl Gateway {
             left: tokio::sync::Notify::new(),
         });
         let socketio = &config.gateway.socketio;
+        let adapter = adapter::constructor(&config.gateway.redis).map_err(GatewayError::Adapter)?;
         let (layer, io) = SocketIo::builder()
             .ping_interval(socketio.interval)
             .ping_timeout(socketio.timeout)
             .transports([TransportType::Websocket])
+            .with_adapter::<Adapter>(adapter)
             .build_layer();
         let ns_shared = shared.clone();
         io.ns("/", async move |socket: SocketRef| {
             on_connection(socket, ns_shared.clone());
-        });
+        })
+        .await
+        .map_err(|e| GatewayError::AdapterInit(e.to_string()))?;
         Ok(Gateway { io, layer, shared })
     }
 
     /// The tower layer to mount on the worker's router (it answers `/socket.io/`).
     pub fn layer(&self) -> SocketIoLayer {
         self.layer.clone()
+    }
+
+    /// Emits `push` with `data` to `audience` on every worker (through the Redis adapter).
+    pub fn push(
+        &self,
+        audience: Audience,
+        data: Value,
+    ) -> impl Future<Output = Result<(), String>> + Send + 'static {
+        let io = self.io.clone();
+        async move {
+            let sent = match audience {
+                Audience::All => io.emit(events::PUSH, &data).await,
+                Audience::User(user) => {
+                    io.to(adapter::user_room(&user))
+                        .emit(events::PUSH, &data)
+                        .await
+                }
+            };
+            sent.map_err(|e| e.to_string())
+        }
     }
 
     /// Connected socket.io clients.

@@ -26,6 +26,13 @@ pub enum ToWorker {
     ResendInterval {
         ms: u64,
     },
+    /// Emit `push` with `data` to `audience` across the cluster (`push` on the control channel);
+    /// answer with [`ToMaster::Pushed`] carrying the same `id`.
+    Push {
+        id: u64,
+        audience: crate::gateway::Audience,
+        data: serde_json::Value,
+    },
 }
 
 /// Messages a worker sends to the master.
@@ -33,8 +40,18 @@ pub enum ToWorker {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ToMaster {
     Ready,
-    HeartbeatAck { seq: u64, report: WorkerReport },
-    Draining { clients: u64 },
+    HeartbeatAck {
+        seq: u64,
+        report: WorkerReport,
+    },
+    Draining {
+        clients: u64,
+    },
+    /// The outcome of [`ToWorker::Push`] `id`: `error` is `None` once it is published.
+    Pushed {
+        id: u64,
+        error: Option<String>,
+    },
 }
 
 /// What a worker says about itself in each heartbeat answer.

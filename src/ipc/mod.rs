@@ -9,12 +9,17 @@
 //! - `{"type":"heartbeat","seq":17}`: answer with `heartbeat_ack` carrying the same `seq`.
 //! - `{"type":"drain","timeout_ms":10000}`: stop accepting, finish in-flight work, then exit 0;
 //!   connections still open after `timeout_ms` are closed.
+//! - `{"type":"log_level","level":"debug"}`, `{"type":"resend_interval","ms":500}`: run-time
+//!   settings from the control channel.
+//! - `{"type":"push","id":3,"audience":"All"|{"User":"42"},"data":{...}}`: emit `push` across
+//!   the cluster; answer with `pushed`.
 //!
 //! worker -> master ([`ToMaster`]):
 //! - `{"type":"ready"}`: the worker accepts connections.
 //! - `{"type":"heartbeat_ack","seq":17,"report":{"rss":..,"heap_used":..,"heap_total":..,
 //!   "clients":..,"loop_lag_us":..}}`: see [`WorkerReport`].
 //! - `{"type":"draining","clients":12}`: the worker stopped accepting and is finishing.
+//! - `{"type":"pushed","id":3,"error":null}`: the push `id` went out (or why not).
 //!
 //! A frame longer than [`MAX_FRAME`] is refused before anything is allocated for it. End of
 //! stream on either side means the other process is gone: a worker exits, the master replaces.

@@ -72,7 +72,7 @@ impl HttpServer {
     }
 
     /// Mounts the socket.io gateway (it answers `/socket.io/`, passes the rest on).
-    pub fn mount(&mut self, layer: socketioxide::layer::SocketIoLayer) {
+    pub fn mount(&mut self, layer: crate::gateway::SocketIoLayer) {
         self.router = std::mem::replace(&mut self.router, Router::new()).layer(layer);
     }
 

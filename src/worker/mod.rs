@@ -145,6 +145,8 @@ async fn serve(
     channel.sender.send(&ToMaster::Ready).await?;
     tracing::info!(generation, "ready");
 
+    // Outcomes of console pushes, back to the master.
+    let (pushed_tx, mut pushed_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut drain_deadline: Option<Instant> = None;
     let mut accepting = true;
     let mut closing: Option<Pin<Box<dyn Future<Output = ()>>>> = None;
@@ -177,6 +179,13 @@ async fn serve(
                     let clients = server.as_ref().map_or(0, HttpServer::clients);
                     channel.sender.send(&ToMaster::Draining { clients }).await?;
                 }
+                Some(ToWorker::Push { id, audience, data }) => {
+                    let push = gateway.push(audience, data);
+                    let pushed = pushed_tx.clone();
+                    tokio::spawn(async move {
+                        let _ = pushed.send((id, push.await.err()));
+                    });
+                }
                 Some(ToWorker::Init { .. }) => tracing::warn!("ignoring a second init from the master"),
                 Some(ToWorker::LogLevel { level }) => {
                     logging::set_level(level);
@@ -191,6 +200,9 @@ async fn serve(
                     return Ok(());
                 }
             },
+            Some((id, error)) = pushed_rx.recv() => {
+                channel.sender.send(&ToMaster::Pushed { id, error }).await?;
+            }
             Some(signal) = signals.next() => match signal {
                 SIGQUIT => {
                     tracing::info!("SIGQUIT: exiting now");

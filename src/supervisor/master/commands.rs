@@ -7,6 +7,7 @@ impl Master {
     pub(super) fn on_gateway_command(&mut self, incoming: gateway::control::Incoming) {
         use gateway::control::{Command, DEFAULT_RESTART_INTERVAL, Mode};
         use serde_json::json;
+        let reply = incoming.reply;
         let answer = match incoming.command {
             Err(e) => {
                 tracing::warn!("control channel: {e}");
@@ -100,13 +101,78 @@ impl Master {
                         json!({"ok": true, "total": total, "workers": workers})
                     }
                     Command::Status => json!({"ok": true, "status": self.status()}),
+                    Command::Push { audience, data } => match self.push(audience, data) {
+                        Ok((id, pid)) => {
+                            // Answered when the worker confirms (or exits).
+                            self.pushes.insert(id, (pid, reply));
+                            return;
+                        }
+                        Err(error) => {
+                            tracing::warn!("control channel: push failed: {error}");
+                            json!({"ok": false, "error": error})
+                        }
+                    },
                 }
             }
         };
-        if let Some(reply) = incoming.reply
+        self.reply(reply, answer);
+    }
+
+    fn reply(&self, reply: Option<String>, answer: serde_json::Value) {
+        if let Some(reply) = reply
             && self.gateway_replies.try_send((reply, answer)).is_err()
         {
             tracing::warn!("control channel: reply dropped");
+        }
+    }
+
+    /// Hands a `push` to one ready gateway worker (the Redis adapter spreads it to the others).
+    /// Returns the push id and the worker's pid.
+    fn push(
+        &mut self,
+        audience: gateway::Audience,
+        data: serde_json::Value,
+    ) -> Result<(u64, u32), String> {
+        let worker = self
+            .workers
+            .values()
+            .find(|w| matches!(w.slot, SlotId::Gateway(_)) && w.state == WorkerState::Ready)
+            .ok_or("no gateway worker is ready")?;
+        self.push_seq += 1;
+        let id = self.push_seq;
+        let msg = ToWorker::Push { id, audience, data };
+        if worker.tx.try_send(msg).is_err() {
+            return Err(format!("worker {} is not reading", worker.pid));
+        }
+        tracing::info!(id, slot = %worker.slot, pid = worker.pid, "push handed to a worker");
+        Ok((id, worker.pid))
+    }
+
+    /// A worker's answer to a push: the console gets it now.
+    pub(super) fn on_pushed(&mut self, id: u64, error: Option<String>) {
+        let Some((pid, reply)) = self.pushes.remove(&id) else {
+            return;
+        };
+        let answer = match error {
+            None => serde_json::json!({"ok": true, "pushed": id, "via": pid}),
+            Some(error) => {
+                tracing::warn!(id, pid, "push failed: {error}");
+                serde_json::json!({"ok": false, "error": error, "via": pid})
+            }
+        };
+        self.reply(reply, answer);
+    }
+
+    /// A worker exited: the pushes it had not confirmed are answered as failed.
+    pub(super) fn forget_pushes_of(&mut self, pid: u32) {
+        let lost: Vec<u64> = self
+            .pushes
+            .iter()
+            .filter(|(_, (p, _))| *p == pid)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            self.on_pushed(id, Some("the worker exited before confirming".into()));
         }
     }
 }

@@ -146,6 +146,9 @@ pub struct Master {
     gateway_replies: mpsc::Sender<(String, serde_json::Value)>,
     /// Drain timeout for workers older than this generation (`restart graceful MS`).
     restart_drain: Option<(u64, Duration)>,
+    /// `push` commands handed to a worker and not confirmed yet: id -> (worker pid, reply channel).
+    pushes: BTreeMap<u64, (u32, Option<String>)>,
+    push_seq: u64,
 }
 
 impl Master {
@@ -202,6 +205,8 @@ impl Master {
             gateway_rx,
             gateway_replies,
             restart_drain: None,
+            pushes: BTreeMap::new(),
+            push_seq: 0,
         })
     }
 
@@ -302,10 +307,12 @@ impl Master {
             ToMaster::Draining { clients } => {
                 tracing::debug!(slot = %worker.slot, pid, clients, "worker is draining");
             }
+            ToMaster::Pushed { id, error } => self.on_pushed(id, error),
         }
     }
 
     fn on_exit(&mut self, pid: u32, status: &str) {
+        self.forget_pushes_of(pid);
         let was_in_slot = self.detach(pid);
         let Some(worker) = self.workers.remove(&pid) else {
             return;
