@@ -39,34 +39,35 @@ pub enum TlsError {
     NotSet { at: String, key: &'static str },
     #[error("{file}: cannot read the file")]
     Read {
-        file: FileLabel,
+        file: Box<FileLabel>,
         #[source]
         source: io::Error,
     },
     #[error("{file}: not valid PEM")]
     Pem {
-        file: FileLabel,
+        file: Box<FileLabel>,
         #[source]
         source: pem::Error,
     },
     #[error("{file}: not PEM: the file is not text (a DER file must be converted to PEM)")]
-    NotText { file: FileLabel },
+    NotText { file: Box<FileLabel> },
     #[error(
         "{file}: no private key in it (expected a PEM block \"BEGIN PRIVATE KEY\", \
          \"BEGIN RSA PRIVATE KEY\" or \"BEGIN EC PRIVATE KEY\"; encrypted keys are not supported)"
     )]
-    NoKey { file: FileLabel },
+    NoKey { file: Box<FileLabel> },
     #[error("{file}: no certificate in it (expected PEM blocks \"BEGIN CERTIFICATE\")")]
-    NoCertificate { file: FileLabel },
+    NoCertificate { file: Box<FileLabel> },
     #[error("{key}: the private key does not match the certificate in {certificate}")]
     Mismatch {
-        key: FileLabel,
-        certificate: FileLabel,
+        key: Box<FileLabel>,
+        /// `frontend.certificate = "path"`.
+        certificate: String,
     },
     #[error("{key}: the private key and certificate in {certificate} cannot be used")]
     Unusable {
-        key: FileLabel,
-        certificate: FileLabel,
+        key: Box<FileLabel>,
+        certificate: String,
         #[source]
         source: rustls::Error,
     },
@@ -84,9 +85,16 @@ pub struct FileLabel {
     path: PathBuf,
 }
 
+impl FileLabel {
+    /// `key = "path"`, without where the key was set.
+    fn key_and_path(&self) -> String {
+        format!("{} = \"{}\"", self.key, self.path.display())
+    }
+}
+
 impl fmt::Display for FileLabel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{} = \"{}\"", self.at, self.key, self.path.display())
+        write!(f, "{}{}", self.at, self.key_and_path())
     }
 }
 
@@ -112,10 +120,7 @@ impl fmt::Debug for TlsFiles {
         f.debug_struct("TlsFiles")
             .field("private_key", &self.private_key.label.path)
             .field("certificate", &self.certificate.label.path)
-            .field(
-                "cert_auth",
-                &self.cert_auth.as_ref().map(|f| &f.label.path),
-            )
+            .field("cert_auth", &self.cert_auth.as_ref().map(|f| &f.label.path))
             .finish()
     }
 }
@@ -174,13 +179,13 @@ impl TlsFiles {
             .map_err(|source| match source {
                 rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
                     TlsError::Mismatch {
-                        key: self.private_key.label.clone(),
-                        certificate: self.certificate.label.clone(),
+                        key: Box::new(self.private_key.label.clone()),
+                        certificate: self.certificate.label.key_and_path(),
                     }
                 }
                 source => TlsError::Unusable {
-                    key: self.private_key.label.clone(),
-                    certificate: self.certificate.label.clone(),
+                    key: Box::new(self.private_key.label.clone()),
+                    certificate: self.certificate.label.key_and_path(),
                     source,
                 },
             })?;
@@ -205,12 +210,19 @@ fn read_pem(config: &Config, key: &'static str, path: &Path) -> Result<PemFile, 
     };
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
-        Err(source) => return Err(TlsError::Read { file: label, source }),
+        Err(source) => {
+            return Err(TlsError::Read {
+                file: Box::new(label),
+                source,
+            });
+        }
     };
     // PEM is ASCII; anything else (a DER file, say) is not PEM.
     match String::from_utf8(bytes) {
         Ok(pem) => Ok(PemFile { label, pem }),
-        Err(_) => Err(TlsError::NotText { file: label }),
+        Err(_) => Err(TlsError::NotText {
+            file: Box::new(label),
+        }),
     }
 }
 
@@ -218,10 +230,10 @@ fn parse_key(file: &PemFile) -> Result<PrivateKeyDer<'static>, TlsError> {
     match PrivateKeyDer::from_pem_slice(file.pem.as_bytes()) {
         Ok(key) => Ok(key),
         Err(pem::Error::NoItemsFound) => Err(TlsError::NoKey {
-            file: file.label.clone(),
+            file: Box::new(file.label.clone()),
         }),
         Err(source) => Err(TlsError::Pem {
-            file: file.label.clone(),
+            file: Box::new(file.label.clone()),
             source,
         }),
     }
@@ -231,12 +243,12 @@ fn parse_certificates(file: &PemFile) -> Result<Vec<CertificateDer<'static>>, Tl
     let certificates = CertificateDer::pem_slice_iter(file.pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|source| TlsError::Pem {
-            file: file.label.clone(),
+            file: Box::new(file.label.clone()),
             source,
         })?;
     if certificates.is_empty() {
         return Err(TlsError::NoCertificate {
-            file: file.label.clone(),
+            file: Box::new(file.label.clone()),
         });
     }
     Ok(certificates)
@@ -267,8 +279,8 @@ mod tests {
     }
 
     fn self_signed() -> (String, String) {
-        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
-            .expect("generate");
+        let cert =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("generate");
         (cert.signing_key.serialize_pem(), cert.cert.pem())
     }
 
@@ -319,7 +331,9 @@ mod tests {
         config.frontend.private_key = Some(PathBuf::from("/nonexistent/key.pem"));
         let e = load_err(&config);
         assert!(
-            e.contains(":2: frontend.private_key = \"/nonexistent/key.pem\": cannot read the file: "),
+            e.contains(
+                ":2: frontend.private_key = \"/nonexistent/key.pem\": cannot read the file: "
+            ),
             "{e}"
         );
     }

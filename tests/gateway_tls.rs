@@ -232,7 +232,10 @@ fn a_missing_key_file_is_exit_code_2_naming_key_and_path() {
     let files = Files::new(&Pair::new());
     std::fs::remove_file(files.key()).expect("remove key");
     let key = format!("frontend.private_key = \"{}\"", files.key().display());
-    refused(&files.config(), &[&key, "cannot read the file", "No such file"]);
+    refused(
+        &files.config(),
+        &[&key, "cannot read the file", "No such file"],
+    );
 }
 
 #[test]

@@ -15,7 +15,7 @@ pub enum ToWorker {
         /// The TLS key and certificates to serve clients with (`frontend.ssl`), as the master
         /// read and checked them.
         #[serde(default)]
-        tls: Option<TlsFiles>,
+        tls: Option<Box<TlsFiles>>,
     },
     Heartbeat {
         seq: u64,
