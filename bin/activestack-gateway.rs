@@ -10,6 +10,7 @@ use activestack_gateway::config::{Config, Loaded, LogLevel, Origin, RelayConfig}
 use activestack_gateway::control;
 use activestack_gateway::logging::{self, Role};
 use activestack_gateway::supervisor;
+use activestack_gateway::tls::TlsFiles;
 use activestack_gateway::worker::{self, IPC_FD, LISTEN_FD, WorkerArgs};
 
 /// Exit code for a config file that cannot be read or is invalid.
@@ -159,17 +160,26 @@ fn load_config(path: Option<&Path>) -> Result<Loaded, ExitCode> {
     })
 }
 
+/// The TLS files the config names (with `frontend.ssl`), read and checked, or exit code 2 with
+/// the key, file and problem named.
+fn load_tls(config: &Config) -> Result<Option<TlsFiles>, ExitCode> {
+    TlsFiles::load(config).map_err(|e| {
+        eprintln!("activestack-gateway: {}", logging::error_chain(&e));
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
 fn server(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let loaded = match load_config(path.as_deref()) {
         Ok(loaded) => loaded,
         Err(code) => return Ok(code),
     };
-    if let Some(why) = supervisor::unsupported(&loaded.config) {
-        eprintln!("activestack-gateway: {why}");
-        return Ok(ExitCode::from(EXIT_CONFIG));
-    }
+    let tls = match load_tls(&loaded.config) {
+        Ok(tls) => tls,
+        Err(code) => return Ok(code),
+    };
     logging::init(Role::Master, loaded.config.frontend.log_level);
-    supervisor::run(loaded, path)?;
+    supervisor::run(loaded, tls, path)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -180,6 +190,9 @@ fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
     };
     for warning in &loaded.warnings {
         eprintln!("warning: {warning}");
+    }
+    if let Err(code) = load_tls(&loaded.config) {
+        return Ok(code);
     }
     let entries = loaded.config.entries();
     let width = entries.iter().map(|e| e.key.len()).max().unwrap_or(0);

@@ -10,6 +10,8 @@
 //! - [`gateway`]: the socket.io <-> RabbitMQ gateway inside each worker: sessions, clients, queues.
 //! - [`control`]: the master's local control socket and the `status` report.
 //! - [`logging`]: log lines that name their process (`master` / `worker[slot]`) and pid.
+//! - [`tls`]: TLS for clients (`frontend.ssl`): the key and certificate files, checked by the
+//!   master, served by the workers.
 //! - [`relay`]: the MongoDB outbox -> NATS JetStream message relay and the EVENTS stream set-up.
 
 pub mod config;
@@ -19,4 +21,5 @@ pub mod ipc;
 pub mod logging;
 pub mod relay;
 pub mod supervisor;
+pub mod tls;
 pub mod worker;

@@ -141,7 +141,7 @@ fn the_readme_documents_every_config_key() {
 }
 
 #[test]
-fn tls_is_refused_rather_than_served_in_plain_text() {
+fn tls_with_a_missing_key_file_is_exit_code_2_naming_key_and_path() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gateway.properties");
     std::fs::write(
@@ -149,7 +149,12 @@ fn tls_is_refused_rather_than_served_in_plain_text() {
         "frontend.ssl=true\nfrontend.private_key=/k.pem\nfrontend.certificate=/c.pem\n",
     )
     .unwrap();
-    let (code, _, stderr) = run(&["server", path.to_str().unwrap()]);
-    assert_eq!(code, Some(2));
-    assert!(stderr.contains("frontend.ssl=true"), "{stderr}");
+    for command in ["server", "check-config"] {
+        let (code, _, stderr) = run(&[command, path.to_str().unwrap()]);
+        assert_eq!(code, Some(2), "{command}");
+        assert!(
+            stderr.contains(":2: frontend.private_key = \"/k.pem\": cannot read the file: "),
+            "{command}: {stderr}"
+        );
+    }
 }

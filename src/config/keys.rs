@@ -276,7 +276,9 @@ pub(crate) static KEYS: &[KeySpec] = &[
         name: SSL,
         unit: "true/false",
         default: "false",
-        doc: "Serve clients over TLS; needs frontend.private_key and frontend.certificate.",
+        doc: "Serve clients over TLS (HTTPS and wss); needs frontend.private_key and \
+              frontend.certificate. The files are read and checked at start and on each reload: \
+              a missing or bad file is refused, never served as plain HTTP.",
         sample: Sample::Default,
         secret: false,
         set: |c, v| set(&mut c.frontend.ssl, boolean(v)?),
@@ -286,7 +288,8 @@ pub(crate) static KEYS: &[KeySpec] = &[
         name: PRIVATE_KEY,
         unit: "path",
         default: "",
-        doc: "TLS private key (PEM file).",
+        doc: "TLS private key (PEM file: PKCS#8, RSA or EC; not encrypted). Relative paths are \
+              from the master's working directory.",
         sample: Sample::Default,
         secret: false,
         set: |c, v| set(&mut c.frontend.private_key, optional_path(v)),
@@ -296,7 +299,8 @@ pub(crate) static KEYS: &[KeySpec] = &[
         name: CERTIFICATE,
         unit: "path",
         default: "",
-        doc: "TLS certificate (PEM file).",
+        doc: "TLS certificate (PEM file): the server's certificate first, then any \
+              intermediates.",
         sample: Sample::Default,
         secret: false,
         set: |c, v| set(&mut c.frontend.certificate, optional_path(v)),
@@ -306,7 +310,9 @@ pub(crate) static KEYS: &[KeySpec] = &[
         name: "frontend.cert_auth",
         unit: "path",
         default: "",
-        doc: "TLS certificate authority chain (PEM file). Empty = none.",
+        doc: "TLS CA / intermediate certificates (PEM file), appended to the chain served \
+              after frontend.certificate (as the Node gateway's OpenSSL did with it). Not used \
+              to check clients. Empty = none.",
         sample: Sample::Default,
         secret: false,
         set: |c, v| set(&mut c.frontend.cert_auth, optional_path(v)),

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::tls::TlsFiles;
 
 /// Messages the master sends to a worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -11,6 +12,10 @@ pub enum ToWorker {
     Init {
         generation: u64,
         config: Box<Config>,
+        /// The TLS key and certificates to serve clients with (`frontend.ssl`), as the master
+        /// read and checked them.
+        #[serde(default)]
+        tls: Option<Box<TlsFiles>>,
     },
     Heartbeat {
         seq: u64,

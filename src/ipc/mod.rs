@@ -5,7 +5,8 @@
 //! bytes of UTF-8 JSON holding one message, tagged by its `"type"` field:
 //!
 //! master -> worker ([`ToWorker`]):
-//! - `{"type":"init","generation":3,"config":{...}}`: first frame, always; the effective config.
+//! - `{"type":"init","generation":3,"config":{...},"tls":{...}}`: first frame, always; the
+//!   effective config and, with `frontend.ssl`, the contents of its key and certificate files.
 //! - `{"type":"heartbeat","seq":17}`: answer with `heartbeat_ack` carrying the same `seq`.
 //! - `{"type":"drain","timeout_ms":10000}`: stop accepting, finish in-flight work, then exit 0;
 //!   connections still open after `timeout_ms` are closed.

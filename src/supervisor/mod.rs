@@ -23,6 +23,7 @@ pub use spawn::SpawnError;
 
 use crate::config::Loaded;
 use crate::control::ControlError;
+use crate::tls::TlsFiles;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
@@ -40,19 +41,14 @@ pub enum SupervisorError {
     Runtime(#[source] io::Error),
 }
 
-/// A valid setting this version cannot honour, as an error to refuse it with (at start and on
-/// reload) rather than a silent downgrade.
-pub fn unsupported(config: &crate::config::Config) -> Option<String> {
-    config.frontend.ssl.then(|| {
-        "frontend.ssl=true: TLS is not served by this version; terminate TLS in front of the \
-         gateway (nginx, haproxy, a load balancer) and set frontend.ssl=false"
-            .to_string()
-    })
-}
-
 /// Runs the cluster until it is told to stop. `config_arg` is the file named on the command line,
-/// re-read on SIGHUP (none: the default location, as at start).
-pub fn run(loaded: Loaded, config_arg: Option<PathBuf>) -> Result<(), SupervisorError> {
+/// re-read on SIGHUP (none: the default location, as at start). `tls`: the TLS files `loaded`
+/// names, already read and checked ([`TlsFiles::load`]), if `frontend.ssl` is on.
+pub fn run(
+    loaded: Loaded,
+    tls: Option<TlsFiles>,
+    config_arg: Option<PathBuf>,
+) -> Result<(), SupervisorError> {
     // Resolved once, now: if the binary is replaced on disk, new workers start from the new one.
     let exe = std::env::current_exe().map_err(SupervisorError::CurrentExe)?;
     // One thread: the kernel's parent-death signal is tied to the thread that forked each worker.
@@ -61,7 +57,7 @@ pub fn run(loaded: Loaded, config_arg: Option<PathBuf>) -> Result<(), Supervisor
         .build()
         .map_err(SupervisorError::Runtime)?;
     runtime.block_on(async move {
-        let master = master::Master::start(loaded, config_arg, exe)?;
+        let master = master::Master::start(loaded, tls, config_arg, exe)?;
         master.run().await
     })
 }

@@ -1,5 +1,6 @@
-//! The worker's HTTP side: serves each accepted connection with hyper, counts open connections
-//! (the `clients` of heartbeat answers) and closes them gracefully on drain.
+//! The worker's HTTP side: serves each accepted connection with hyper (over TLS with
+//! `frontend.ssl`), counts open connections (the `clients` of heartbeat answers) and closes them
+//! gracefully on drain.
 //!
 //! Routes: `GET /health` -> `{"worker":<slot>,"pid":<pid>,"generation":<n>,"clients":<open>}`.
 //! The socket.io gateway ([`crate::gateway`]) is mounted beside it at `/socket.io/`.
@@ -19,6 +20,9 @@ use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::tls::HANDSHAKE_TIMEOUT;
 
 /// Who this worker is, as `/health` tells it.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -50,13 +54,15 @@ struct Clients {
 
 pub struct HttpServer {
     router: Router,
+    /// With `frontend.ssl`: every connection does its TLS handshake before HTTP.
+    tls: Option<TlsAcceptor>,
     clients: Arc<Clients>,
     /// Flipped to `true` to ask every connection to finish its request and close.
     closing: watch::Sender<bool>,
 }
 
 impl HttpServer {
-    pub fn new(identity: Identity) -> HttpServer {
+    pub fn new(identity: Identity, tls: Option<TlsAcceptor>) -> HttpServer {
         let clients = Arc::new(Clients::default());
         let router = Router::new()
             .route("/health", get(health))
@@ -66,6 +72,7 @@ impl HttpServer {
             });
         HttpServer {
             router,
+            tls,
             clients,
             closing: watch::Sender::new(false),
         }
@@ -81,7 +88,8 @@ impl HttpServer {
         self.clients.open.load(Ordering::Relaxed)
     }
 
-    /// Serves one accepted connection on a task of its own.
+    /// Serves one accepted connection on a task of its own (the TLS handshake too, so a slow
+    /// client never holds up the others).
     pub fn serve(&self, stream: StdTcpStream) {
         let stream = match stream
             .set_nonblocking(true)
@@ -94,32 +102,32 @@ impl HttpServer {
             }
         };
         let _ = stream.set_nodelay(true);
+        // Counted from the accept: a connection still in its handshake is open, and a drain
+        // waits for it like for any other.
         let guard = ClientGuard::new(self.clients.clone());
         let router = TowerToHyperService::new(self.router.clone());
-        let mut closing = self.closing.subscribe();
-        let (first_request, mut requested) = watch::channel(false);
-        let service = service_fn(move |request| {
-            first_request.send_if_modified(|seen| !std::mem::replace(seen, true));
-            router.call(request)
-        });
+        let closing = self.closing.subscribe();
+        let tls = self.tls.clone();
         tokio::spawn(async move {
-            let conn = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            // On drain, a connection finishes the request it is on and closes. One accepted just
-            // before the drain has not sent its request yet (a client's connect and write race
-            // our accept): closing it now would fail a request the client already sent, so it
-            // is served first. The worker's drain deadline bounds the wait.
-            let drained = async {
-                let _ = closing.wait_for(|closing| *closing).await;
-                let _ = requested.wait_for(|seen| *seen).await;
-            };
-            let result = tokio::select! {
-                result = conn.as_mut() => result,
-                () = drained => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            let result = match tls {
+                None => serve_http(TokioIo::new(stream), router, closing).await,
+                Some(tls) => {
+                    let peer = stream.peer_addr().ok();
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_http(TokioIo::new(stream), router, closing).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!(?peer, "TLS handshake failed: {e}");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            tracing::debug!(
+                                ?peer,
+                                timeout_ms = HANDSHAKE_TIMEOUT.as_millis() as u64,
+                                "TLS handshake timed out"
+                            );
+                            Ok(())
+                        }
+                    }
                 }
             };
             if let Err(e) = result {
@@ -138,6 +146,42 @@ impl HttpServer {
                 return;
             }
             gone.await;
+        }
+    }
+}
+
+/// Serves HTTP/1.1 (and upgrades: socket.io's websockets) on one connection until it ends, or
+/// until a drain has let it finish its request.
+async fn serve_http<I>(
+    io: I,
+    router: TowerToHyperService<Router>,
+    mut closing: watch::Receiver<bool>,
+) -> hyper::Result<()>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (first_request, mut requested) = watch::channel(false);
+    let service = service_fn(move |request| {
+        first_request.send_if_modified(|seen| !std::mem::replace(seen, true));
+        router.call(request)
+    });
+    let conn = http1::Builder::new()
+        .serve_connection(io, service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    // On drain, a connection finishes the request it is on and closes. One accepted just before
+    // the drain has not sent its request yet (a client's connect and write race our accept, or
+    // it is still in its TLS handshake): closing it now would fail a request the client already
+    // sent, so it is served first. The worker's drain deadline bounds the wait.
+    let drained = async {
+        let _ = closing.wait_for(|closing| *closing).await;
+        let _ = requested.wait_for(|seen| *seen).await;
+    };
+    tokio::select! {
+        result = conn.as_mut() => result,
+        () = drained => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
         }
     }
 }

@@ -65,6 +65,10 @@ pub enum WorkerError {
     Ipc(#[from] IpcError),
     #[error("the master's first message was not init")]
     NoInit,
+    #[error("frontend.ssl is on but the master sent no TLS key and certificate")]
+    NoTlsFiles,
+    #[error("cannot serve TLS")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("cannot start the gateway")]
     Gateway(#[from] crate::gateway::GatewayError),
     #[error("the gateway did not start within {0:?}")]
@@ -115,10 +119,22 @@ async fn serve(
     listener: TcpListener,
     mut channel: Channel<ToMaster, ToWorker>,
 ) -> Result<(), WorkerError> {
-    let Some(ToWorker::Init { generation, config }) = channel.receiver.recv().await? else {
+    let Some(ToWorker::Init {
+        generation,
+        config,
+        tls,
+    }) = channel.receiver.recv().await?
+    else {
         return Err(WorkerError::NoInit);
     };
     logging::init(Role::Worker { slot }, config.frontend.log_level);
+    // The master checked these files before it started us; a failure here is still an error,
+    // never plain HTTP in place of TLS.
+    let tls = match (config.frontend.ssl, tls) {
+        (false, _) => None,
+        (true, Some(files)) => Some(tokio_rustls::TlsAcceptor::from(files.server_config()?)),
+        (true, None) => return Err(WorkerError::NoTlsFiles),
+    };
     let (stop_probe, probe_stop) = watch::channel(false);
     let probe = LagProbe::default();
     tokio::spawn(probe.clone().run(probe_stop));
@@ -135,11 +151,14 @@ async fn serve(
 
     let mut signals =
         Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP]).map_err(WorkerError::Signals)?;
-    let mut server = HttpServer::new(Identity {
-        worker: slot,
-        pid: std::process::id(),
-        generation,
-    });
+    let mut server = HttpServer::new(
+        Identity {
+            worker: slot,
+            pid: std::process::id(),
+            generation,
+        },
+        tls,
+    );
     server.mount(gateway.layer());
     let (acceptor, mut conns) = Acceptor::start(listener).map_err(WorkerError::Accept)?;
     channel.sender.send(&ToMaster::Ready).await?;

@@ -18,7 +18,10 @@ use crate::logging::{self, Role};
 use crate::relay::{self, RelayStats};
 
 pub async fn serve(mut channel: Channel<ToMaster, ToWorker>) -> Result<(), WorkerError> {
-    let Some(ToWorker::Init { generation, config }) = channel.receiver.recv().await? else {
+    let Some(ToWorker::Init {
+        generation, config, ..
+    }) = channel.receiver.recv().await?
+    else {
         return Err(WorkerError::NoInit);
     };
     logging::init(Role::Relay, config.frontend.log_level);

@@ -1,6 +1,7 @@
 // A socket.io client the gateway's integration tests drive: one JSON command per stdin line,
 // one JSON line per received event on stdout. Commands:
 //   {"op":"connect","url":"http://127.0.0.1:PORT"}   {"op":"emit","event":E,"data":D}
+//   (for https/wss: {"op":"connect","url":"https://...","ca":"<PEM of the certificates to trust>"})
 //   {"op":"close"}   {"op":"exit"}
 // Output: {"event":"connect"|"disconnect"|"connect_error"|<any server event>,"data":...}
 "use strict";
@@ -20,7 +21,12 @@ readline.createInterface({ input: process.stdin }).on("line", (line) => {
   }
   switch (cmd.op) {
     case "connect":
-      socket = io(cmd.url, { transports: ["websocket"], reconnection: false, forceNew: true });
+      socket = io(cmd.url, {
+        transports: ["websocket"],
+        reconnection: false,
+        forceNew: true,
+        ...(cmd.ca ? { ca: cmd.ca } : {}),
+      });
       socket.on("connect", () => out({ event: "connect" }));
       socket.on("disconnect", (reason) => out({ event: "disconnect", data: reason }));
       socket.on("connect_error", (e) => out({ event: "connect_error", data: String(e.message) }));

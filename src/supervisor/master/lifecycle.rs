@@ -12,9 +12,11 @@ impl Master {
         for warning in &loaded.warnings {
             tracing::warn!("{warning}");
         }
-        if let Some(why) = crate::supervisor::unsupported(&loaded.config) {
-            return self.reload_failed(&why);
-        }
+        // Checked before anything changes, so a bad file leaves the current workers serving.
+        let tls = match TlsFiles::load(&loaded.config) {
+            Ok(tls) => tls,
+            Err(e) => return self.reload_failed(&error_chain(&e)),
+        };
         let mut new = loaded.config;
         crate::gateway::secret::fill(&mut new, Some(&self.config));
         let (old_front, new_front) = (&self.config.frontend, &new.frontend);
@@ -37,6 +39,7 @@ impl Master {
         logging::set_level(new.frontend.log_level);
         self.desired = new.cluster.worker_count;
         self.config = new;
+        self.tls = tls;
         self.generation += 1;
         self.ready_sent = false;
         tracing::info!(

@@ -36,6 +36,7 @@ use crate::control::{self, ControlCall, Request, StatusReport, WorkerStatus};
 use crate::gateway;
 use crate::ipc::{Channel, ToMaster, ToWorker, WorkerReport};
 use crate::logging::{self, error_chain};
+use crate::tls::TlsFiles;
 
 mod commands;
 mod health;
@@ -120,6 +121,9 @@ enum Phase {
 
 pub struct Master {
     config: Config,
+    /// The TLS files of `config` as read and checked when it was loaded (`frontend.ssl`), handed
+    /// to every worker started for it: workers never read the files themselves.
+    tls: Option<TlsFiles>,
     config_arg: Option<PathBuf>,
     generation: u64,
     exe: PathBuf,
@@ -154,6 +158,7 @@ pub struct Master {
 impl Master {
     pub fn start(
         loaded: Loaded,
+        tls: Option<TlsFiles>,
         config_arg: Option<PathBuf>,
         exe: PathBuf,
     ) -> Result<Master, SupervisorError> {
@@ -177,6 +182,7 @@ impl Master {
         tokio::spawn(gateway::control::serve(redis, gateway_tx, replies_rx));
         tracing::info!(
             listen = %listen_addr,
+            tls = tls.is_some(),
             workers = config.cluster.worker_count,
             config = %config.source.as_ref().map_or("(defaults)".into(), |p| p.display().to_string()),
             control = %config.cluster.control_socket.display(),
@@ -185,6 +191,7 @@ impl Master {
         Ok(Master {
             desired: config.cluster.worker_count,
             config,
+            tls,
             config_arg,
             generation: 1,
             exe,

@@ -105,6 +105,7 @@ impl Master {
         let init = ToWorker::Init {
             generation: self.generation,
             config: Box::new(self.config.clone()),
+            tls: self.tls.clone().map(Box::new),
         };
         let _ = tx.try_send(init);
         tokio::spawn(async move {
