@@ -309,7 +309,14 @@ fn a_worker_killed_mid_conversation_loses_no_acked_or_unacked_message() {
             );
         }
     }
-    assert!(cluster.count_log(&["cannot ack a delivery"]) == 0);
+    // No ack went wrong: a double or unknown ack would close a consumer channel.
+    for needle in [
+        "cannot ack a delivery",
+        "reopening a closed consumer channel",
+        "client queue gone",
+    ] {
+        assert_eq!(cluster.count_log(&[needle]), 0, "{needle}");
+    }
 }
 
 // ----- test 2: RabbitMQ restarted under load -----
@@ -571,8 +578,12 @@ fn rabbitmq_restarted_under_load_recovers() {
     broker.wait_up(Duration::from_secs(40));
     let boot = test_start.elapsed();
     start_agent_on(broker.port);
+    // The shipped heartbeat and restart backoff (the harness's fast ones would hide how long a
+    // slot can wait for its next worker after many failed starts).
     let mut cluster = Cluster::start(&format!(
-        "{}gateway.rabbitmq.host=127.0.0.1\ngateway.rabbitmq.port={}\n",
+        "{}gateway.rabbitmq.host=127.0.0.1\ngateway.rabbitmq.port={}\n\
+         cluster.heartbeatInterval=1000\ncluster.workerTimeout=5000\n\
+         cluster.workerRestartDelay=50\ncluster.maxRestartBackoff=10\n",
         gateway_config(),
         broker.port
     ));
@@ -598,6 +609,19 @@ fn rabbitmq_restarted_under_load_recovers() {
             .all(|&pid| !common::alive(pid))
             .then_some(())
     });
+    // The outage: until each slot has also had a replacement worker fail to start (RabbitMQ
+    // still down), and for longer than a worker's start timeout (10 s; a worker that keeps
+    // trying RabbitMQ fails to start no sooner), so that restart backoff has its say.
+    common::wait_for(
+        "a failed start in every slot while RabbitMQ is down",
+        || {
+            let failed = (0..workers_before.len()).all(|slot| {
+                let slot = format!("slot={slot} ");
+                cluster.count_log(&["worker exited unexpectedly", &slot]) >= 2
+            });
+            (failed && stopping.elapsed() >= Duration::from_secs(10)).then_some(())
+        },
+    );
     let restarting = Instant::now();
     broker.start();
     broker.wait_up(Duration::from_secs(40));
@@ -628,6 +652,13 @@ fn rabbitmq_restarted_under_load_recovers() {
         ack(&mut client, &message_id);
     }
 
+    // A starting worker keeps trying RabbitMQ (every second at most) for up to 10 s: once the
+    // broker is back the slots are served again at once, not after their restart backoff
+    // (which a restart storm during the outage would have driven up to many seconds).
+    assert!(
+        all_ready < Duration::from_secs(5),
+        "the workers took {all_ready:?} after RabbitMQ was back to be ready"
+    );
     assert!(
         cluster.master.try_wait().is_ok_and(|exit| exit.is_none()),
         "the master exited"
@@ -641,6 +672,14 @@ fn rabbitmq_restarted_under_load_recovers() {
         .iter()
         .map(|w| w["restarts"].as_u64().unwrap_or(0))
         .sum();
+    // No restart storm: per slot, the worker that lost RabbitMQ and one per 10 s of outage
+    // (a worker gives up after trying for 10 s), and one of slack.
+    let outage = (up - stopping).as_secs();
+    let bound = workers_after.len() as u64 * (3 + outage / 10);
+    assert!(
+        restarts <= bound,
+        "{restarts} worker restarts for a {outage} s outage (at most {bound})"
+    );
     eprintln!(
         "TIMING first boot {boot:?}; stop {stopped:?}; reboot {reboot:?}; broker down for {:?}; \
          broker up -> all workers ready {all_ready:?}; broker up -> first round trip {:?}; \
