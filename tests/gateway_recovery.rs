@@ -652,6 +652,22 @@ fn rabbitmq_restarted_under_load_recovers() {
         ack(&mut client, &message_id);
     }
 
+    let restarts: u64 = workers_after
+        .iter()
+        .map(|w| w["restarts"].as_u64().unwrap_or(0))
+        .sum();
+    let outage = (up - stopping).as_secs();
+    eprintln!(
+        "TIMING first boot {boot:?}; stop {stopped:?}; reboot {reboot:?}; broker down for {:?}; \
+         broker up -> all workers ready {all_ready:?}; broker up -> first round trip {:?}; \
+         stop -> first round trip {:?}; {failures} failed round trips; worker restarts {restarts}; \
+         test {:?}",
+        up - stopping,
+        first_ok.saturating_duration_since(up),
+        first_ok - stopping,
+        test_start.elapsed()
+    );
+
     // A starting worker keeps trying RabbitMQ (every second at most) for up to 10 s: once the
     // broker is back the slots are served again at once, not after their restart backoff
     // (which a restart storm during the outage would have driven up to many seconds).
@@ -668,27 +684,12 @@ fn rabbitmq_restarted_under_load_recovers() {
     for w in &workers_after {
         assert!(!workers_before.contains(&(w["pid"].as_i64().unwrap_or(0) as i32)));
     }
-    let restarts: u64 = workers_after
-        .iter()
-        .map(|w| w["restarts"].as_u64().unwrap_or(0))
-        .sum();
-    // No restart storm: per slot, the worker that lost RabbitMQ and one per 10 s of outage
-    // (a worker gives up after trying for 10 s), and one of slack.
-    let outage = (up - stopping).as_secs();
+    // No restart storm: per slot, the worker that lost RabbitMQ, one per 10 s of outage (a
+    // worker gives up after trying for 10 s), and slack.
     let bound = workers_after.len() as u64 * (3 + outage / 10);
     assert!(
         restarts <= bound,
         "{restarts} worker restarts for a {outage} s outage (at most {bound})"
-    );
-    eprintln!(
-        "TIMING first boot {boot:?}; stop {stopped:?}; reboot {reboot:?}; broker down for {:?}; \
-         broker up -> all workers ready {all_ready:?}; broker up -> first round trip {:?}; \
-         stop -> first round trip {:?}; {failures} failed round trips; worker restarts {restarts}; \
-         test {:?}",
-        up - stopping,
-        first_ok.saturating_duration_since(up),
-        first_ok - stopping,
-        test_start.elapsed()
     );
     broker.stop();
 }
