@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, GatewayError};
 use crate::ipc::{Channel, IpcError, ToMaster, ToWorker, WorkerReport};
 use crate::logging::{self, Role};
 use acceptor::Acceptor;
@@ -39,6 +39,9 @@ pub const LISTEN_FD: RawFd = 3;
 pub const IPC_FD: RawFd = 4;
 /// How long a worker may take to connect to RabbitMQ before it gives up (and is replaced).
 const GATEWAY_START_TIMEOUT: Duration = Duration::from_secs(10);
+/// First and longest pause between RabbitMQ connection attempts while the gateway starts.
+const RABBIT_RETRY_MIN: Duration = Duration::from_millis(100);
+const RABBIT_RETRY_MAX: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy)]
 pub struct WorkerArgs {
@@ -142,7 +145,7 @@ async fn serve(
         "activestack-gateway worker[{slot}] pid {}",
         std::process::id()
     );
-    let Some(gateway) = answering(&mut channel, &probe, Gateway::start(&config, &name)).await?
+    let Some(gateway) = answering(&mut channel, &probe, start_gateway(&config, &name)).await?
     else {
         return Ok(()); // told to stop, or the master is gone, before we ever served
     };
@@ -270,6 +273,33 @@ fn report(clients: u64, probe: &LagProbe) -> WorkerReport {
         heap_total,
         clients,
         loop_lag_us: probe.take_max_us(),
+    }
+}
+
+/// Starts the gateway, trying RabbitMQ again while it refuses or drops the connection (a broker
+/// being restarted), every [`RABBIT_RETRY_MIN`] doubling up to [`RABBIT_RETRY_MAX`]; the caller
+/// bounds the whole by [`GATEWAY_START_TIMEOUT`]. Giving up at the first refusal instead made a
+/// RabbitMQ outage a restart storm whose backoff then kept slots empty long after the broker
+/// was back (up to `2^maxRestartBackoff * workerRestartDelay`, 51 s with the defaults).
+async fn start_gateway(config: &Config, name: &str) -> Result<Gateway, GatewayError> {
+    let mut delay = RABBIT_RETRY_MIN;
+    let mut attempts = 0u32;
+    loop {
+        match Gateway::start(config, name).await {
+            Err(e @ GatewayError::Rabbit { .. }) => {
+                attempts += 1;
+                let why = logging::error_chain(&e);
+                let retry_ms = delay.as_millis() as u64;
+                if attempts == 1 {
+                    tracing::warn!(retry_ms, "{why}; trying again");
+                } else {
+                    tracing::debug!(retry_ms, attempts, "{why}; trying again");
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(RABBIT_RETRY_MAX);
+            }
+            other => return other,
+        }
     }
 }
 

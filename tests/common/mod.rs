@@ -2,6 +2,8 @@
 //! waits on conditions (status, logs, HTTP answers) with deadlines, never on fixed sleeps.
 #![allow(dead_code)]
 
+pub mod agent;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
