@@ -508,6 +508,23 @@ pub(crate) static KEYS: &[KeySpec] = &[
         get: |c| c.gateway.rabbitmq.durable.to_string(),
     },
     KeySpec {
+        name: "gateway.rabbitmq.clientQueueExpires",
+        unit: "ms",
+        default: "3600000",
+        doc: "A client queue nobody consumes for this long is deleted by RabbitMQ (x-expires), \
+              with the pushes it still holds: a client reconnecting within it gets them. \
+              At least 1000.",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| {
+            set(
+                &mut c.gateway.rabbitmq.client_queue_expires,
+                millis(v, 1000)?,
+            )
+        },
+        get: |c| ms(c.gateway.rabbitmq.client_queue_expires),
+    },
+    KeySpec {
         name: "relay.enabled",
         unit: "true/false",
         default: "false",

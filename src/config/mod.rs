@@ -189,6 +189,8 @@ pub struct RabbitMqConfig {
     pub password: String,
     pub vhost: String,
     pub durable: bool,
+    /// `gateway.rabbitmq.clientQueueExpires`: the client queues' `x-expires`.
+    pub client_queue_expires: Duration,
 }
 
 /// What [`Config::load`] / [`Config::parse`] / [`Config::resolve`] give: the config and the
@@ -309,6 +311,7 @@ impl Default for RabbitMqConfig {
             password: "guest".to_string(),
             vhost: "/".to_string(),
             durable: false,
+            client_queue_expires: Duration::from_secs(3600),
         }
     }
 }

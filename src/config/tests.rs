@@ -183,6 +183,7 @@ gateway.rabbitmq.login=gw
 gateway.rabbitmq.password=mqpass
 gateway.rabbitmq.vhost=/gw
 gateway.rabbitmq.durable=1
+gateway.rabbitmq.clientQueueExpires=90000
 relay.enabled=true
 relay.mongodb.url=mongodb://db1,db2/?replicaSet=rs1
 relay.mongodb.database=app
@@ -251,6 +252,7 @@ relay.maxInFlight=10
     assert_eq!(c.gateway.rabbitmq.password, "mqpass");
     assert_eq!(c.gateway.rabbitmq.vhost, "/gw");
     assert!(c.gateway.rabbitmq.durable);
+    assert_eq!(c.gateway.rabbitmq.client_queue_expires, Duration::from_secs(90));
     let relay = RelayConfig {
         enabled: true,
         mongodb_url: "mongodb://db1,db2/?replicaSet=rs1".to_string(),

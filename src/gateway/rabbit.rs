@@ -24,11 +24,6 @@ use crate::config::RabbitMqConfig;
 pub const PREFETCH: u16 = 10;
 /// Consumer channels per worker.
 pub const CONSUMER_CHANNELS: usize = 4;
-/// A client queue nobody consumes, declares or reads for this long is deleted by RabbitMQ
-/// (`x-expires`), with what it still holds. A client reconnecting within this time gets the
-/// pushes it had not acked; later, only its session (reconnect keys live 7 days). Without it,
-/// every client that ever disconnected would leave a queue behind forever.
-pub const QUEUE_EXPIRES_MS: i64 = 3600 * 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RabbitError {
@@ -47,6 +42,11 @@ pub struct Rabbit {
     consumers: std::sync::Mutex<Vec<Channel>>,
     next: AtomicUsize,
     durable: bool,
+    /// `x-expires` of client queues (`gateway.rabbitmq.clientQueueExpires`): a queue nobody
+    /// consumes, declares or reads for this long is deleted with what it holds. A client
+    /// reconnecting within it gets the pushes it had not acked; without it, every client that
+    /// ever disconnected would leave a queue behind forever.
+    queue_expires_ms: i64,
     lost: watch::Receiver<bool>,
 }
 
@@ -114,6 +114,8 @@ impl Rabbit {
             consumers: std::sync::Mutex::new(consumers),
             next: AtomicUsize::new(0),
             durable: config.durable,
+            queue_expires_ms: i64::try_from(config.client_queue_expires.as_millis())
+                .unwrap_or(i64::MAX),
             lost,
         })
     }
@@ -174,7 +176,10 @@ impl Rabbit {
     pub async fn subscribe(&self, queue: &str) -> Result<(Channel, Consumer), RabbitError> {
         let channel = self.consumer_channel().await?;
         let mut arguments = FieldTable::default();
-        arguments.insert("x-expires".into(), AMQPValue::LongLongInt(QUEUE_EXPIRES_MS));
+        arguments.insert(
+            "x-expires".into(),
+            AMQPValue::LongLongInt(self.queue_expires_ms),
+        );
         channel
             .queue_declare(
                 queue,

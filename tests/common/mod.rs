@@ -30,6 +30,7 @@ cluster.watchdogInterval=100
 cluster.workerRestartDelay=50
 cluster.maxRestartBackoff=4
 cluster.drainTimeout=3000
+gateway.rabbitmq.clientQueueExpires=60000
 ";
 
 pub struct Cluster {
