@@ -252,7 +252,10 @@ relay.maxInFlight=10
     assert_eq!(c.gateway.rabbitmq.password, "mqpass");
     assert_eq!(c.gateway.rabbitmq.vhost, "/gw");
     assert!(c.gateway.rabbitmq.durable);
-    assert_eq!(c.gateway.rabbitmq.client_queue_expires, Duration::from_secs(90));
+    assert_eq!(
+        c.gateway.rabbitmq.client_queue_expires,
+        Duration::from_secs(90)
+    );
     let relay = RelayConfig {
         enabled: true,
         mongodb_url: "mongodb://db1,db2/?replicaSet=rs1".to_string(),

@@ -98,6 +98,8 @@ struct Worker {
     /// is caught by the same watchdog rule).
     last_seen: Instant,
     answered: bool,
+    /// Answered a heartbeat while ready: its slot's restart backoff has been reset.
+    proven: bool,
     report: WorkerReport,
     /// RSS as the master measured it.
     rss: u64,
@@ -298,8 +300,11 @@ impl Master {
             ToMaster::HeartbeatAck { seq: _, report } => {
                 worker.last_seen = Instant::now();
                 worker.report = report;
-                let first = !worker.answered;
                 worker.answered = true;
+                // The backoff resets only for a worker that got as far as serving: one that
+                // answers heartbeats while it waits for RabbitMQ and then fails has not.
+                let first = !worker.proven && worker.state == WorkerState::Ready;
+                worker.proven |= first;
                 self.check_lag(pid);
                 self.measure(&[pid]);
                 self.check_memory(pid);

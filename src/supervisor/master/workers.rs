@@ -153,6 +153,7 @@ impl Master {
                 started: now,
                 last_seen: now,
                 answered: false,
+                proven: false,
                 report: WorkerReport::default(),
                 rss: 0,
                 memory: MemoryWatch::default(),
