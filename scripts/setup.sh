@@ -26,3 +26,13 @@ if [ ! -d tests/e2e/node_modules ]; then
   echo "== npm ci tests/e2e"
   npm ci --prefix tests/e2e --no-audit --no-fund
 fi
+if ! tests/e2e/.venv/bin/python -c "import socketio, websocket" >/dev/null 2>&1; then
+  echo "== python venv tests/e2e/.venv (python-socketio)"
+  if ! python3 -m venv tests/e2e/.venv >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+    rm -rf tests/e2e/.venv
+    python3 -m venv tests/e2e/.venv
+  fi
+  tests/e2e/.venv/bin/pip install -q -r tests/e2e/requirements.txt
+fi
