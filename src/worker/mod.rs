@@ -93,7 +93,7 @@ pub fn run(args: WorkerArgs) -> Result<(), WorkerError> {
         .enable_all()
         .build()
         .map_err(WorkerError::Runtime)?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let ipc = UnixStream::from_std(ipc).map_err(WorkerError::Runtime)?;
         if args.relay {
             drop(listener); // the relay serves no clients
@@ -101,7 +101,12 @@ pub fn run(args: WorkerArgs) -> Result<(), WorkerError> {
         } else {
             serve(args.slot, listener, Channel::new(ipc)).await
         }
-    })
+    });
+    // The work is done and the process exits next. Shutting the runtime down would only make
+    // the RabbitMQ client's I/O thread, which outlives its closed connection, log errors about
+    // a runtime going away.
+    std::mem::forget(runtime);
+    result
 }
 
 /// Takes ownership of an inherited descriptor after checking that it is a socket.
