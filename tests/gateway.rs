@@ -369,38 +369,78 @@ fn clients_per_worker(cluster: &Cluster) -> Option<Vec<(u64, u64)>> {
         .collect()
 }
 
-#[test]
-fn console_push_reaches_a_users_sockets_on_every_worker() {
-    start_agent();
-    let channel = format!("gw-push-{}-{}", std::process::id(), fastrand::u64(..));
-    let cluster = Cluster::start(&format!(
-        "{}gateway.redis.gatewaycontrolqueue={channel}\n",
-        gateway_config()
-    ));
-    cluster.wait_log(&["listening for control commands on Redis"]);
-    let user = format!("user-{}", fastrand::u64(..));
-
-    // Connect the user's clients one by one, noting the worker each lands on, until both
-    // workers hold at least one.
-    let mut mine = Vec::new();
-    let mut workers_of_mine = std::collections::BTreeSet::new();
-    let mut before = common::wait_for("client counts", || clients_per_worker(&cluster));
-    while workers_of_mine.len() < 2 {
-        assert!(mine.len() < 12, "12 connections all went to one worker");
-        let mut client = JsClient::connect(&cluster);
+/// Connects clients one by one (each through `prepare` after `message {connect}`), noting the
+/// worker each lands on, until both workers hold at least one. Returns (worker pid, client).
+fn clients_on_every_worker(
+    cluster: &Cluster,
+    prepare: impl Fn(&mut JsClient),
+) -> Vec<(u64, JsClient)> {
+    let mut clients = Vec::new();
+    let mut workers = std::collections::BTreeSet::new();
+    let mut before = common::wait_for("client counts", || clients_per_worker(cluster));
+    while workers.len() < 2 {
+        assert!(clients.len() < 12, "12 connections all went to one worker");
+        let mut client = JsClient::connect(cluster);
         client.gateway_connect();
-        log_in_as(&mut client, &user);
-        mine.push(client);
+        prepare(&mut client);
         let (pid, after) = common::wait_for("the new client counted", || {
-            let now = clients_per_worker(&cluster)?;
+            let now = clients_per_worker(cluster)?;
             let grown = now
                 .iter()
                 .find(|(pid, n)| before.iter().any(|(p, b)| p == pid && n > b))?;
             Some((grown.0, now.clone()))
         });
-        workers_of_mine.insert(pid);
+        workers.insert(pid);
+        clients.push((pid, client));
         before = after;
     }
+    clients
+}
+
+#[test]
+fn a_draining_worker_disconnects_only_its_own_clients() {
+    start_agent();
+    let cluster = Cluster::start(&gateway_config());
+    let clients = clients_on_every_worker(&cluster, |_| {});
+    // SIGTTOU: one worker fewer; the master drains the last slot's worker.
+    let status = cluster.wait_ready();
+    let leaving = common::workers(&status)[1]["pid"].as_u64().expect("a pid");
+    cluster.signal(nix::sys::signal::Signal::SIGTTOU);
+    common::wait_for("the drained worker to exit", || {
+        (!common::alive(leaving as i32)).then_some(())
+    });
+    for (pid, mut client) in clients {
+        if pid == leaving {
+            client.wait("disconnect", |_| true);
+        } else {
+            client.emit(
+                "testCall",
+                json!({"cn": "TestCall", "messageId": "still-here"}),
+            );
+            client.push_for("still-here");
+            assert!(
+                !client
+                    .drain_events()
+                    .iter()
+                    .any(|e| e["event"] == "disconnect"),
+                "a client of the staying worker was disconnected"
+            );
+        }
+    }
+}
+
+#[test]
+fn console_push_reaches_a_users_sockets_on_every_worker() {
+    start_agent();
+    let cluster = Cluster::start(&gateway_config());
+    cluster.wait_log(&["listening for control commands on Redis"]);
+    let user = format!("user-{}", fastrand::u64(..));
+    let mut mine: Vec<JsClient> = clients_on_every_worker(&cluster, |client| {
+        log_in_as(client, &user);
+    })
+    .into_iter()
+    .map(|(_, client)| client)
+    .collect();
     let mut stranger = JsClient::connect(&cluster);
     stranger.gateway_connect();
     log_in_as(&mut stranger, "someone-else");

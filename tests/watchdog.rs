@@ -72,12 +72,14 @@ fn killed_worker_is_replaced_after_the_backoff() {
         "the dead worker was reaped"
     );
 
-    // The backoff counter reset at the new worker's first heartbeat: a second kill is again
-    // restarted at once.
+    // The backoff counter reset at the new worker's first heartbeat answered while ready: a
+    // second kill is again restarted at once.
     let second = workers(&status)[1]["pid"].as_i64().unwrap() as i32;
-    wait_for("the new worker's first heartbeat", || {
+    let seen_ready = std::time::Instant::now();
+    wait_for("a heartbeat of the new worker since it was ready", || {
         let s = cluster.status()?;
-        workers(&s)[1]["heartbeat_age_ms"].is_u64().then_some(())
+        let age = workers(&s)[1]["heartbeat_age_ms"].as_u64()?;
+        (u128::from(age) < seen_ready.elapsed().as_millis()).then_some(())
     });
     signal_pid(second, Signal::SIGKILL);
     wait_for("the second restart", || {

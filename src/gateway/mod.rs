@@ -174,7 +174,8 @@ impl Gateway {
 
     /// Disconnects every client (their unacked pushes go back to RabbitMQ) and closes RabbitMQ.
     pub async fn close(&self) {
-        if let Err(e) = self.io.disconnect().await {
+        // Local only: through the Redis adapter a plain `disconnect` would reach every worker.
+        if let Err(e) = self.io.local().disconnect().await {
             tracing::debug!("disconnecting the socket.io clients: {e}");
         }
         self.shared.rabbit.close().await;

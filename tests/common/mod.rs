@@ -208,8 +208,17 @@ fn write_config(path: &Path, dir: &Path, extra: &str) {
         .filter(|line| !overridden.contains(&key(line)))
         .map(|line| format!("{line}\n"))
         .collect();
+    // A control channel of its own (it also names the socket.io adapter's Redis channels), so
+    // clusters of tests running at once never hear each other.
+    let control = "gateway.redis.gatewaycontrolqueue";
+    let channel = if overridden.iter().any(|k| k == control) {
+        String::new()
+    } else {
+        let name = dir.file_name().unwrap_or_default().to_string_lossy();
+        format!("{control}=gw-test-{name}\n")
+    };
     let text = format!(
-        "{base}cluster.controlSocket={}\n{extra}\n",
+        "{base}{channel}cluster.controlSocket={}\n{extra}\n",
         dir.join("control.sock").display()
     );
     std::fs::write(path, text).expect("write config");
