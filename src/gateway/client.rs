@@ -7,9 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::acker::Acker;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use lapin::{Channel, Consumer};
 use serde_json::{Map, Value, json};
 use tokio::task::AbortHandle;
@@ -17,7 +15,7 @@ use tokio::task::AbortHandle;
 use super::Shared;
 use super::adapter::{self, SocketRef};
 use super::events::{self, Kind};
-use super::rabbit::{Rabbit, RabbitError};
+use super::rabbit::{Rabbit, RabbitError, Settle, Unsettled};
 use super::session::Session;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +34,7 @@ pub enum ClientError {
 
 /// A push the client has not acked yet: its RabbitMQ delivery and the timer re-sending it.
 struct Pending {
-    acker: Acker,
+    delivery: Unsettled,
     resend: AbortHandle,
 }
 
@@ -49,7 +47,7 @@ struct State {
     subscribed: bool,
     disposed: bool,
     /// This client's consumers: the channel each is on, and its tag.
-    subscriptions: Vec<(Channel, String)>,
+    subscriptions: Vec<(Arc<Channel>, String)>,
     pending: HashMap<String, Pending>,
 }
 
@@ -155,7 +153,7 @@ impl Client {
                         // Disposed while subscribing: give it back.
                         let _ = Rabbit::unsubscribe(&channel, &tag).await;
                     }
-                    tokio::spawn(self.clone().consume(consumer));
+                    tokio::spawn(self.clone().consume(channel, consumer));
                 }
                 Err(e) => {
                     tracing::error!(sid = %self.socket.id, queue, "cannot consume the client queue: {e}");
@@ -223,7 +221,7 @@ impl Client {
         match pending {
             Some(pending) => {
                 pending.resend.abort();
-                if let Err(e) = pending.acker.ack(BasicAckOptions::default()).await {
+                if let Err(e) = pending.delivery.settle(Settle::Ack).await {
                     tracing::warn!(sid = %self.socket.id, "cannot ack a delivery: {e}");
                 }
             }
@@ -314,7 +312,7 @@ impl Client {
 
     // ----- the client queue -----
 
-    async fn consume(self: Arc<Client>, mut consumer: Consumer) {
+    async fn consume(self: Arc<Client>, channel: Arc<Channel>, mut consumer: Consumer) {
         while let Some(delivery) = consumer.next().await {
             let delivery = match delivery {
                 Ok(delivery) => delivery,
@@ -323,11 +321,15 @@ impl Client {
                     break;
                 }
             };
+            let Delivery {
+                delivery_tag, data, ..
+            } = delivery;
+            let delivery = Unsettled::new(channel.clone(), delivery_tag);
             if self.state().disposed {
-                requeue(&delivery.acker).await;
+                requeue(delivery).await;
                 continue;
             }
-            self.on_delivery(delivery).await;
+            self.on_delivery(delivery, &data).await;
         }
         tracing::debug!(sid = %self.socket.id, "client queue consumer ended");
         // The queue was deleted or its channel closed: the client cannot get answers any more.
@@ -338,22 +340,19 @@ impl Client {
         }
     }
 
-    async fn on_delivery(self: &Arc<Client>, delivery: Delivery) {
-        let message: Value = match serde_json::from_slice(&delivery.data) {
+    async fn on_delivery(self: &Arc<Client>, delivery: Unsettled, data: &[u8]) {
+        let message: Value = match serde_json::from_slice(data) {
             Ok(Value::Object(map)) => Value::Object(map),
             _ => {
                 tracing::warn!(sid = %self.socket.id, "dropping a client-queue message that is not a JSON object");
-                let _ = delivery
-                    .acker
-                    .reject(BasicRejectOptions { requeue: false })
-                    .await;
+                let _ = delivery.settle(Settle::Discard).await;
                 return;
             }
         };
         if is_eol(&message) {
             let target = message.get("clientId").and_then(Value::as_str);
             let own = self.client_id();
-            let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+            let _ = delivery.settle(Settle::Ack).await;
             if target.is_none_or(|t| t == own) {
                 tracing::info!(sid = %self.socket.id, client = %own, "EOL: disposing the client");
                 self.dispose("EOL").await;
@@ -366,23 +365,20 @@ impl Client {
         self.inspect(&message).await;
         self.emit(events::PUSH, &message);
         let Some(id) = message.get("correspondingMessageId").and_then(message_id) else {
-            if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+            if let Err(e) = delivery.settle(Settle::Ack).await {
                 tracing::warn!(sid = %self.socket.id, "cannot ack a delivery: {e}");
             }
             return;
         };
         let resend = tokio::spawn(self.clone().resend(message)).abort_handle();
-        let old = self.state().pending.insert(
-            id,
-            Pending {
-                acker: delivery.acker,
-                resend,
-            },
-        );
+        let old = self
+            .state()
+            .pending
+            .insert(id, Pending { delivery, resend });
         if let Some(old) = old {
             // The same message id again (a redelivery): the newer delivery replaces it.
             old.resend.abort();
-            let _ = old.acker.ack(BasicAckOptions::default()).await;
+            let _ = old.delivery.settle(Settle::Ack).await;
         }
     }
 
@@ -480,7 +476,7 @@ impl Client {
         }
         for pending in pending.into_values() {
             pending.resend.abort();
-            requeue(&pending.acker).await;
+            requeue(pending.delivery).await;
         }
         if let Some(request) = request {
             self.publish_internal(events::DISCONNECT_QUEUE, &request)
@@ -523,12 +519,8 @@ fn agent_request_of(session: &Session, cn: &str) -> Value {
     Value::Object(map)
 }
 
-async fn requeue(acker: &Acker) {
-    let options = BasicNackOptions {
-        requeue: true,
-        ..BasicNackOptions::default()
-    };
-    if let Err(e) = acker.nack(options).await {
+async fn requeue(delivery: Unsettled) {
+    if let Err(e) = delivery.settle(Settle::Requeue).await {
         tracing::debug!("cannot give a delivery back: {e}");
     }
 }

@@ -3,17 +3,19 @@
 //! a connection; a worker holds far more clients than that). Each client queue is consumed with
 //! manual acks and a prefetch of [`PREFETCH`] per consumer (`basic.qos` with `global = false`).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures_util::StreamExt;
 
 use lapin::message::BasicReturnMessage;
 use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+    BasicPublishOptions, BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
 };
 use lapin::publisher_confirm::Confirmation;
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::{AMQPValue, DeliveryTag, FieldTable};
 use lapin::uri::{AMQPAuthority, AMQPUri, AMQPUserInfo};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
 use tokio::sync::watch;
@@ -39,7 +41,7 @@ pub struct Rabbit {
     connection: Connection,
     publish: Channel,
     /// The consumer channel pool; a channel RabbitMQ closed (a channel error) is replaced.
-    consumers: std::sync::Mutex<Vec<Channel>>,
+    consumers: std::sync::Mutex<Vec<Arc<Channel>>>,
     next: AtomicUsize,
     durable: bool,
     /// `x-expires` of client queues (`gateway.rabbitmq.clientQueueExpires`): a queue nobody
@@ -99,7 +101,7 @@ impl Rabbit {
             channel
                 .basic_qos(PREFETCH, BasicQosOptions { global: false })
                 .await?;
-            Ok::<_, lapin::Error>(channel)
+            Ok::<_, lapin::Error>(Arc::new(channel))
         }))
         .await?;
         tracing::info!(
@@ -173,7 +175,7 @@ impl Rabbit {
     /// Declares the client queue `queue` and starts consuming it (manual acks) on one of the
     /// pool's channels. Returns that channel and the consumer (its tag is unique: the same queue
     /// may be consumed twice on one channel, by an old client and the one that took it over).
-    pub async fn subscribe(&self, queue: &str) -> Result<(Channel, Consumer), RabbitError> {
+    pub async fn subscribe(&self, queue: &str) -> Result<(Arc<Channel>, Consumer), RabbitError> {
         let channel = self.consumer_channel().await?;
         let mut arguments = FieldTable::default();
         arguments.insert(
@@ -207,7 +209,7 @@ impl Rabbit {
     }
 
     /// The next channel of the pool, reopened first if RabbitMQ has closed it.
-    async fn consumer_channel(&self) -> Result<Channel, RabbitError> {
+    async fn consumer_channel(&self) -> Result<Arc<Channel>, RabbitError> {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % CONSUMER_CHANNELS;
         let current = self
             .consumers
@@ -219,7 +221,7 @@ impl Rabbit {
             return Ok(channel);
         }
         tracing::warn!(index, "reopening a closed consumer channel");
-        let channel = self.connection.create_channel().await?;
+        let channel = Arc::new(self.connection.create_channel().await?);
         channel
             .basic_qos(PREFETCH, BasicQosOptions { global: false })
             .await?;
@@ -242,6 +244,60 @@ impl Rabbit {
         if let Err(e) = self.connection.close(200, "worker stopping").await {
             tracing::debug!("closing the RabbitMQ connection: {e}");
         }
+    }
+}
+
+/// What to tell RabbitMQ about a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Done with: RabbitMQ forgets it.
+    Ack,
+    /// Not handled here: back to its queue, for the next consumer.
+    Requeue,
+    /// Unusable: dropped without requeueing.
+    Discard,
+}
+
+/// A delivery not settled yet: the channel it came on and its tag. Settled on the channel
+/// directly, not through lapin's `Acker`, which hands each ack to lapin's internal RPC task,
+/// which spawns a task that sends it: two task hops and a spawn per ack on the hot path.
+/// [`Unsettled::settle`] takes `self`, so a delivery is settled at most once (a second ack of
+/// one tag is a channel error that would close the channel for every client on it).
+pub struct Unsettled {
+    channel: Arc<Channel>,
+    tag: DeliveryTag,
+}
+
+impl Unsettled {
+    pub fn new(channel: Arc<Channel>, tag: DeliveryTag) -> Unsettled {
+        Unsettled { channel, tag }
+    }
+
+    pub async fn settle(self, how: Settle) -> Result<(), RabbitError> {
+        // As lapin's `Acker` does: a closed channel's deliveries went back to their queues
+        // (and a reopened channel reusing its id must not see these tags).
+        if !self.channel.status().connected() {
+            return Ok(());
+        }
+        match how {
+            Settle::Ack => {
+                self.channel
+                    .basic_ack(self.tag, BasicAckOptions::default())
+                    .await?
+            }
+            Settle::Requeue => {
+                let options = BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                };
+                self.channel.basic_nack(self.tag, options).await?
+            }
+            Settle::Discard => {
+                let options = BasicRejectOptions { requeue: false };
+                self.channel.basic_reject(self.tag, options).await?
+            }
+        }
+        Ok(())
     }
 }
 
