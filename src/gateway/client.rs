@@ -10,7 +10,8 @@ use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::{Channel, Consumer};
 use serde_json::{Map, Value, json};
-use tokio::task::AbortHandle;
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::Shared;
 use super::adapter::{self, SocketRef};
@@ -32,10 +33,11 @@ pub enum ClientError {
     Rabbit(#[from] RabbitError),
 }
 
-/// A push the client has not acked yet: its RabbitMQ delivery and the timer re-sending it.
+/// A push the client has not acked yet: its RabbitMQ delivery, and what to re-send when.
 struct Pending {
     delivery: Unsettled,
-    resend: AbortHandle,
+    message: Value,
+    resend_at: Instant,
 }
 
 #[derive(Default)]
@@ -49,12 +51,17 @@ struct State {
     /// This client's consumers: the channel each is on, and its tag.
     subscriptions: Vec<(Arc<Channel>, String)>,
     pending: HashMap<String, Pending>,
+    /// When the client's resend loop wakes next; `None`: it is not running.
+    resend_wake: Option<Instant>,
 }
 
 pub struct Client {
     socket: SocketRef,
     shared: Arc<Shared>,
     state: Mutex<State>,
+    /// Wakes the resend loop before its time: a push due earlier (the interval was shortened),
+    /// or disposal.
+    resend_changed: Notify,
 }
 
 impl Client {
@@ -66,6 +73,7 @@ impl Client {
                 session: Session::new(),
                 ..State::default()
             }),
+            resend_changed: Notify::new(),
         })
     }
 
@@ -220,7 +228,6 @@ impl Client {
         let pending = self.state().pending.remove(&id);
         match pending {
             Some(pending) => {
-                pending.resend.abort();
                 if let Err(e) = pending.delivery.settle(Settle::Ack).await {
                     tracing::warn!(sid = %self.socket.id, "cannot ack a delivery: {e}");
                 }
@@ -370,32 +377,70 @@ impl Client {
             }
             return;
         };
-        let resend = tokio::spawn(self.clone().resend(message)).abort_handle();
-        let old = self
-            .state()
-            .pending
-            .insert(id, Pending { delivery, resend });
+        let resend_at = Instant::now() + self.resend_interval();
+        let (old, start, wake) = {
+            let mut state = self.state();
+            let pending = Pending {
+                delivery,
+                message,
+                resend_at,
+            };
+            let old = state.pending.insert(id, pending);
+            match state.resend_wake {
+                None => {
+                    state.resend_wake = Some(resend_at);
+                    (old, true, false)
+                }
+                Some(at) => (old, false, resend_at < at),
+            }
+        };
+        if start {
+            tokio::spawn(self.clone().resend());
+        } else if wake {
+            self.resend_changed.notify_one();
+        }
         if let Some(old) = old {
             // The same message id again (a redelivery): the newer delivery replaces it.
-            old.resend.abort();
             let _ = old.delivery.settle(Settle::Ack).await;
         }
     }
 
-    /// Re-sends `message` every resend interval until aborted (client ack or disposal).
-    async fn resend(self: Arc<Client>, message: Value) {
+    fn resend_interval(&self) -> Duration {
+        let ms = self.shared.resend_interval_ms.load(Ordering::Relaxed);
+        Duration::from_millis(ms.max(1))
+    }
+
+    /// Re-sends each unacked push every resend interval until the client acks it. One loop per
+    /// client while it has pushes pending, rather than a timer task per push: a push acked
+    /// within the interval (nearly all of them) then costs no task spawn, abort or timer. The
+    /// loop ends when nothing is pending at its wake-up, or at disposal.
+    async fn resend(self: Arc<Client>) {
         loop {
-            let ms = self
-                .shared
-                .resend_interval_ms
-                .load(Ordering::Relaxed)
-                .max(1);
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            if self.state().disposed {
-                return;
+            let wake = {
+                let mut state = self.state();
+                let now = Instant::now();
+                let interval = self.resend_interval();
+                let mut next: Option<Instant> = None;
+                if !state.disposed {
+                    for pending in state.pending.values_mut() {
+                        if pending.resend_at <= now {
+                            tracing::debug!(sid = %self.socket.id, "re-sending an unacked push");
+                            self.emit(events::PUSH, &pending.message);
+                            pending.resend_at = now + interval;
+                        }
+                        next = Some(next.map_or(pending.resend_at, |n| n.min(pending.resend_at)));
+                    }
+                }
+                state.resend_wake = next;
+                match next {
+                    Some(next) => next,
+                    None => return,
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(wake) => {}
+                () = self.resend_changed.notified() => {}
             }
-            tracing::debug!(sid = %self.socket.id, "re-sending an unacked push");
-            self.emit(events::PUSH, &message);
         }
     }
 
@@ -474,8 +519,9 @@ impl Client {
                 tracing::debug!(tag, "cannot cancel the consumer: {e}");
             }
         }
+        // The resend loop finds the client disposed and ends (and lets the client go).
+        self.resend_changed.notify_one();
         for pending in pending.into_values() {
-            pending.resend.abort();
             requeue(pending.delivery).await;
         }
         if let Some(request) = request {
