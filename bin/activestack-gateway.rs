@@ -93,8 +93,11 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         slot: usize,
         /// Run the outbox relay instead of a gateway worker.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "standby")]
         relay: bool,
+        /// Start as the standby gateway worker: initialise, then wait to be given a slot.
+        #[arg(long)]
+        standby: bool,
         #[arg(long, default_value_t = LISTEN_FD)]
         listen_fd: i32,
         #[arg(long, default_value_t = IPC_FD)]
@@ -131,16 +134,24 @@ fn main() -> ExitCode {
         Command::Worker {
             slot,
             relay,
+            standby,
             listen_fd,
             ipc_fd,
         } => worker::run(WorkerArgs {
             slot,
             relay,
+            standby,
             listen_fd,
             ipc_fd,
         })
         .map(|()| ExitCode::SUCCESS)
-        .with_context(|| format!("worker {slot} failed")),
+        .with_context(|| {
+            if standby {
+                "worker (started as the standby) failed".to_string()
+            } else {
+                format!("worker {slot} failed")
+            }
+        }),
     };
     match result {
         Ok(code) => code,

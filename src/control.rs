@@ -35,14 +35,19 @@ pub struct StatusReport {
     pub phase: String,
     pub uptime_ms: u64,
     pub desired_workers: usize,
+    /// The workers in slots (gateway workers and the relay): the ones that serve.
     pub workers: Vec<WorkerStatus>,
+    /// The standby worker (`cluster.standbyWorkers`, role `standby`), in no slot: usually one,
+    /// none while it starts up or is off, for a moment two while a replaced one exits.
+    #[serde(default)]
+    pub standby: Vec<WorkerStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerStatus {
     /// Slot number within its role.
     pub slot: usize,
-    /// `gateway` or `relay`.
+    /// `gateway`, `relay` or `standby`.
     pub role: String,
     pub pid: u32,
     pub generation: u64,
@@ -57,7 +62,8 @@ pub struct WorkerStatus {
     pub heap_total: u64,
     pub clients: u64,
     pub loop_lag_us: u64,
-    /// Times this worker's slot has had its worker replaced.
+    /// Times this worker's slot has had its worker replaced (for the standby: times it was
+    /// restarted after failing).
     pub restarts: u32,
 }
 
@@ -212,7 +218,7 @@ pub fn query_status(path: &Path) -> Result<StatusReport, ControlError> {
 /// The status as a table for people.
 pub fn render_table(report: &StatusReport) -> String {
     let mut out = format!(
-        "master pid {}  phase {}  listen {}  generation {}  uptime {}\nconfig {}\nworkers {} of {}\n\n",
+        "master pid {}  phase {}  listen {}  generation {}  uptime {}\nconfig {}\nworkers {} of {}, standby {}\n\n",
         report.master_pid,
         report.phase,
         report.listen,
@@ -224,9 +230,10 @@ pub fn render_table(report: &StatusReport) -> String {
             .map_or("(built-in defaults)".into(), |p| p.display().to_string()),
         report.workers.len(),
         report.desired_workers,
+        report.standby.len(),
     );
     out.push_str(&format!(
-        "{:>5} {:>8} {:>4} {:<9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>7} {:>8} {:>8}\n",
+        "{:>7} {:>8} {:>4} {:<9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>7} {:>8} {:>8}\n",
         "SLOT",
         "PID",
         "GEN",
@@ -240,13 +247,13 @@ pub fn render_table(report: &StatusReport) -> String {
         "LAG",
         "RESTARTS"
     ));
-    for w in &report.workers {
+    for w in report.workers.iter().chain(&report.standby) {
         out.push_str(&format!(
-            "{:>5} {:>8} {:>4} {:<9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>7} {:>8} {:>8}\n",
-            if w.role == "relay" {
-                "relay".to_string()
-            } else {
+            "{:>7} {:>8} {:>4} {:<9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>7} {:>8} {:>8}\n",
+            if w.role == "gateway" {
                 w.slot.to_string()
+            } else {
+                w.role.clone()
             },
             w.pid,
             w.generation,

@@ -3,10 +3,11 @@
 //! # Layout
 //! - [`config`]: `gateway.properties` -> typed, validated [`config::Config`].
 //! - [`supervisor`]: the master process: listen socket, worker processes, heartbeats, watchdog,
-//!   memory limits, restart backoff, SIGHUP reloads, systemd notifications.
+//!   memory limits, restart backoff, SIGHUP reloads, the hot standby worker, systemd
+//!   notifications.
 //! - [`ipc`]: the master <-> worker channel: message types and framing.
 //! - [`worker`]: the worker process: inherited listener, accept thread, HTTP, heartbeat answers,
-//!   drain.
+//!   standby and activation, drain.
 //! - [`gateway`]: the socket.io <-> RabbitMQ gateway inside each worker: sessions, clients, queues.
 //! - [`control`]: the master's local control socket and the `status` report.
 //! - [`logging`]: log lines that name their process (`master` / `worker[slot]`) and pid.

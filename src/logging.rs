@@ -1,4 +1,6 @@
-//! Log set-up: every line says which process wrote it (`master` or `worker[slot]`) and its pid.
+//! Log set-up: every line says which process wrote it (`master`, `worker[slot]`, `standby`...)
+//! and its pid. A standby worker's lines say `standby` until it is activated, then
+//! `worker[slot]` ([`set_role`]).
 //!
 //! Line format: `<RFC 3339 UTC time> <LEVEL> <role> pid=<pid>: <message> <key=value>...`, e.g.
 //! `2026-11-24T15:40:00.123456Z  INFO worker[1] pid=4242: ready listen=127.0.0.1:8080`.
@@ -6,7 +8,7 @@
 
 use std::fmt;
 use std::io::IsTerminal;
-use std::sync::OnceLock;
+use std::sync::{OnceLock, RwLock};
 
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
@@ -26,6 +28,8 @@ pub enum Role {
     Worker {
         slot: usize,
     },
+    /// A gateway worker held in reserve (`cluster.standbyWorkers`), in no slot yet.
+    Standby,
     /// The outbox relay, supervised by the master or run by hand.
     Relay,
     /// One-shot commands (`status`, `check-config`).
@@ -37,6 +41,7 @@ impl fmt::Display for Role {
         match self {
             Role::Master => f.write_str("master"),
             Role::Worker { slot } => write!(f, "worker[{slot}]"),
+            Role::Standby => f.write_str("standby"),
             Role::Relay => f.write_str("relay"),
             Role::Cli => f.write_str("cli"),
         }
@@ -44,15 +49,17 @@ impl fmt::Display for Role {
 }
 
 static LEVEL: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+/// The role every line names: set by [`init`], changed by [`set_role`].
+static ROLE: RwLock<Role> = RwLock::new(Role::Cli);
 
 /// Installs the global subscriber, writing to stderr. Call once per process.
 pub fn init(role: Role, level: LogLevel) {
+    set_role(role);
     let (filter, handle) = reload::Layer::new(filter_for(level));
     let format = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .event_format(LineFormat {
-            role,
             pid: std::process::id(),
         });
     if tracing_subscriber::registry()
@@ -63,6 +70,17 @@ pub fn init(role: Role, level: LogLevel) {
     {
         let _ = LEVEL.set(handle);
     }
+}
+
+/// Changes the role this process's lines name (a standby worker taking a slot).
+pub fn set_role(role: Role) {
+    *ROLE
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = role;
+}
+
+fn role() -> Role {
+    *ROLE.read().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Changes the level of this process's logs at run time.
@@ -80,7 +98,6 @@ fn filter_for(level: LogLevel) -> EnvFilter {
 }
 
 struct LineFormat {
-    role: Role,
     pid: u32,
 }
 
@@ -97,7 +114,7 @@ where
     ) -> fmt::Result {
         SystemTime.format_time(&mut writer)?;
         let level = event.metadata().level();
-        write!(writer, " {level:>5} {} pid={}: ", self.role, self.pid)?;
+        write!(writer, " {level:>5} {} pid={}: ", role(), self.pid)?;
         ctx.field_format().format_fields(writer.by_ref(), event)?;
         writeln!(writer)
     }

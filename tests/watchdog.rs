@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{BIN, Cluster, alive, health, signal_pid, wait_for, workers, zombies_of};
+use common::{
+    BIN, Cluster, Install, alive, health, last_log, signal_pid, wait_for, workers, zombies_of,
+};
 use nix::sys::signal::Signal;
 
 /// workerTimeout + watchdogInterval + 100 ms, with FAST's values.
@@ -52,7 +54,8 @@ fn stopped_worker_is_killed_and_replaced_within_the_bound() {
 
 #[test]
 fn killed_worker_is_replaced_after_the_backoff() {
-    let cluster = Cluster::start("cluster.workerCount=2");
+    // No standby: this is about the slot's own replacement (the standby's: tests/standby.rs).
+    let cluster = Cluster::start("cluster.workerCount=2\ncluster.standbyWorkers=0");
     let before = cluster.worker_pids();
     signal_pid(before[1], Signal::SIGKILL);
     cluster.wait_log(&[&format!("pid={}", before[1]), "worker exited unexpectedly"]);
@@ -132,34 +135,21 @@ fn low_rss_limit_recycles_workers_with_warning_and_backoff() {
 /// serving with the workers it has and retries under backoff; a fixed binary is picked up.
 #[test]
 fn a_worker_that_cannot_start_does_not_take_the_master_down() {
-    let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("activestack-gateway");
-    std::fs::copy(BIN, &bin).unwrap();
+    let install = Install::new();
     let cluster = Cluster::start_from(
-        &bin,
-        "cluster.workerCount=2\ncluster.maxRestartBackoff=3",
+        &install.bin,
+        // No standby: it would take slot 0, and this is about the slot's own restarts.
+        "cluster.workerCount=2\ncluster.maxRestartBackoff=3\ncluster.standbyWorkers=0",
         &[],
     );
     let pids = cluster.worker_pids();
 
-    // A broken install: the binary now exits at once with status 3.
-    let broken = dir.path().join("broken");
-    std::fs::write(&broken, "#!/bin/sh\nexit 3\n").unwrap();
-    let executable = std::os::unix::fs::PermissionsExt::from_mode(0o755);
-    std::fs::set_permissions(&broken, executable).unwrap();
-    let good = dir.path().join("good");
-    std::fs::rename(&bin, &good).unwrap();
-    std::fs::rename(&broken, &bin).unwrap();
-
+    install.break_it();
     signal_pid(pids[0], Signal::SIGKILL);
     wait_for("three failed starts", || {
         (cluster.count_log(&["slot=0", "exit status: 3"]) >= 3).then_some(())
     });
-    let line = cluster
-        .log()
-        .into_iter()
-        .rfind(|l| l.contains("slot=0") && l.contains("restarting after backoff"))
-        .unwrap();
+    let line = last_log(&cluster, &["slot=0", "restarting after backoff"]).unwrap();
     assert!(
         line.contains("failures=") && !line.contains("failures=1 "),
         "backoff grows: {line}"
@@ -173,7 +163,7 @@ fn a_worker_that_cannot_start_does_not_take_the_master_down() {
     }
 
     // The fixed binary is picked up by the next restart.
-    std::fs::rename(&good, &bin).unwrap();
+    install.fix();
     wait_for("slot 0 serving again", || {
         let status = cluster.wait_ready();
         (workers(&status).len() == 2).then_some(())

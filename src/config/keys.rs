@@ -207,6 +207,20 @@ pub(crate) static KEYS: &[KeySpec] = &[
         get: |c| c.cluster.worker_count.to_string(),
     },
     KeySpec {
+        name: "cluster.standbyWorkers",
+        unit: "processes",
+        default: "1",
+        doc: "Hot standby workers, 0 or 1. A standby is started and initialised like any worker \
+              (RabbitMQ, Redis, socket.io) but does not accept connections; when a worker dies, \
+              hangs or is recycled, the standby takes its place at once and a new standby is \
+              started. It costs one idle process and its RabbitMQ connection. 0 = no standby: \
+              a dead worker's slot waits for a new worker to start.",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.cluster.standby_workers, standby_workers(v)?),
+        get: |c| c.cluster.standby_workers.to_string(),
+    },
+    KeySpec {
         name: "cluster.drainTimeout",
         unit: "ms",
         default: "10000",
@@ -763,6 +777,14 @@ fn worker_count(v: &str) -> Result<usize, String> {
         return Err(range());
     }
     Ok(n)
+}
+
+fn standby_workers(v: &str) -> Result<usize, String> {
+    match whole(v).ok_or("expected a whole number")? {
+        0 => Ok(0),
+        1 => Ok(1),
+        _ => Err("must be 0 or 1".to_string()),
+    }
 }
 
 fn attempts(v: &str) -> Result<u32, String> {

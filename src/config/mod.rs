@@ -65,6 +65,8 @@ pub struct ClusterConfig {
     /// `cluster.drainTimeout` (ms): how long a worker being replaced or stopped may take to
     /// finish in-flight requests before the rest are closed.
     pub drain_timeout: Duration,
+    /// `cluster.standbyWorkers`: 0 or 1 hot standby worker, ready to take a dead worker's place.
+    pub standby_workers: usize,
     /// `cluster.controlSocket`: the master's local control socket (`activestack-gateway status`).
     pub control_socket: PathBuf,
 }
@@ -257,6 +259,7 @@ impl Default for ClusterConfig {
             max_restart_backoff: 10,
             worker_count: default_worker_count(),
             drain_timeout: Duration::from_millis(10_000),
+            standby_workers: 1,
             control_socket: default_control_socket(),
         }
     }

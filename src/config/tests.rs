@@ -52,6 +52,7 @@ fn defaults_are_the_documented_ones() {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     assert_eq!(c.cluster.worker_count, (cpus / 2 + 1).min(1024));
     assert_eq!(c.cluster.drain_timeout, Duration::from_millis(10_000));
+    assert_eq!(c.cluster.standby_workers, 1);
     assert_eq!(c.frontend.host, "0.0.0.0");
     assert_eq!(c.frontend.port, 8080);
     assert_eq!(c.frontend.log_level, LogLevel::Info);
@@ -158,6 +159,7 @@ cluster.workerRestartDelay=0
 cluster.maxRestartBackoff=30
 cluster.workerCount=7
 cluster.drainTimeout=0
+cluster.standbyWorkers=0
 cluster.controlSocket=/tmp/gw.sock
 frontend.host=::1
 frontend.port=0
@@ -224,6 +226,7 @@ relay.maxInFlight=10
     assert_eq!(c.cluster.max_restart_backoff, 30);
     assert_eq!(c.cluster.worker_count, 7);
     assert_eq!(c.cluster.drain_timeout, Duration::ZERO);
+    assert_eq!(c.cluster.standby_workers, 0);
     assert_eq!(c.cluster.control_socket, PathBuf::from("/tmp/gw.sock"));
     assert_eq!(c.frontend.host, "::1");
     assert_eq!(c.frontend.port, 0);
@@ -380,6 +383,14 @@ fn each_kind_of_bad_value() {
         (
             "cluster.workerCount=two",
             "cluster.workerCount = \"two\": expected a whole number",
+        ),
+        (
+            "cluster.standbyWorkers=2",
+            "cluster.standbyWorkers = \"2\": must be 0 or 1",
+        ),
+        (
+            "cluster.standbyWorkers=yes",
+            "cluster.standbyWorkers = \"yes\": expected a whole number",
         ),
         (
             "cluster.controlSocket=",

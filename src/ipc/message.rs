@@ -23,6 +23,11 @@ pub enum ToWorker {
     Drain {
         timeout_ms: u64,
     },
+    /// A standby worker (started with `--standby`, initialised, not accepting) takes gateway
+    /// slot `slot`: it starts accepting at once. It sends no answer: it was ready already.
+    Activate {
+        slot: usize,
+    },
     /// Change the log level now (`loglevel` on the control channel).
     LogLevel {
         level: crate::config::LogLevel,

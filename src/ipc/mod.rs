@@ -9,14 +9,17 @@
 //!   effective config and, with `frontend.ssl`, the contents of its key and certificate files.
 //! - `{"type":"heartbeat","seq":17}`: answer with `heartbeat_ack` carrying the same `seq`.
 //! - `{"type":"drain","timeout_ms":10000}`: stop accepting, finish in-flight work, then exit 0;
-//!   connections still open after `timeout_ms` are closed.
+//!   connections still open after `timeout_ms` are closed. A standby worker exits at once.
+//! - `{"type":"activate","slot":1}`: to the standby worker (started with `--standby`): start
+//!   accepting, as the worker of slot 1. No answer: it said `ready` already.
 //! - `{"type":"log_level","level":"debug"}`, `{"type":"resend_interval","ms":500}`: run-time
 //!   settings from the control channel.
 //! - `{"type":"push","id":3,"audience":"All"|{"User":"42"},"data":{...}}`: emit `push` across
 //!   the cluster; answer with `pushed`.
 //!
 //! worker -> master ([`ToMaster`]):
-//! - `{"type":"ready"}`: the worker accepts connections.
+//! - `{"type":"ready"}`: the worker accepts connections (a standby: it is initialised and can
+//!   be activated).
 //! - `{"type":"heartbeat_ack","seq":17,"report":{"rss":..,"heap_used":..,"heap_total":..,
 //!   "clients":..,"loop_lag_us":..}}`: see [`WorkerReport`].
 //! - `{"type":"draining","clients":12}`: the worker stopped accepting and is finishing.

@@ -1,23 +1,27 @@
 //! Worker slots: a place for one worker process (its active worker, its successor while it is
-//! being replaced) and that place's restart backoff.
+//! being replaced) and that place's restart backoff. The standby worker has a place of its own
+//! (its `active` is the standby), so that its restarts back off like any slot's.
 
 use std::fmt;
 
 use tokio::time::Instant;
 
-/// Which place: one of the `cluster.workerCount` gateway workers, or the relay.
+/// Which place: one of the `cluster.workerCount` gateway workers, the relay, or the standby
+/// gateway worker (`cluster.standbyWorkers`) that takes a gateway slot when one needs a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SlotId {
     Gateway(usize),
     Relay,
+    Standby,
 }
 
 impl SlotId {
-    /// `gateway` or `relay`, as `status` shows it.
+    /// `gateway`, `relay` or `standby`, as `status` shows it.
     pub fn role(self) -> &'static str {
         match self {
             SlotId::Gateway(_) => "gateway",
             SlotId::Relay => "relay",
+            SlotId::Standby => "standby",
         }
     }
 
@@ -25,7 +29,7 @@ impl SlotId {
     pub fn index(self) -> usize {
         match self {
             SlotId::Gateway(index) => index,
-            SlotId::Relay => 0,
+            SlotId::Relay | SlotId::Standby => 0,
         }
     }
 }
@@ -35,6 +39,7 @@ impl fmt::Display for SlotId {
         match self {
             SlotId::Gateway(index) => write!(f, "{index}"),
             SlotId::Relay => f.write_str("relay"),
+            SlotId::Standby => f.write_str("standby"),
         }
     }
 }

@@ -47,7 +47,8 @@ pub struct Spawned {
     pub channel: UnixStream,
 }
 
-/// Starts `exe worker --slot N` with the listen socket and a new channel.
+/// Starts `exe worker --slot N` (`--relay`, `--standby`) with the listen socket and a new
+/// channel.
 pub fn spawn_worker(
     exe: &Path,
     slot: SlotId,
@@ -67,6 +68,7 @@ pub fn spawn_worker(
     match slot {
         SlotId::Gateway(index) => command.arg("--slot").arg(index.to_string()),
         SlotId::Relay => command.arg("--relay"),
+        SlotId::Standby => command.arg("--standby"),
     };
     command
         .arg("--listen-fd")

@@ -1,11 +1,15 @@
 //! The worker process: started by the master as `activestack-gateway worker ...` with the shared
 //! listen socket and its end of the master channel as inherited file descriptors.
 //!
-//! Life of a worker: read `init` (the config) -> start accepting -> say `ready` -> serve, answer
-//! every heartbeat with a [`WorkerReport`] -> on `drain` (or SIGTERM) stop accepting, finish
-//! in-flight requests, close what is left at the drain deadline, exit 0. If the master goes away
-//! (end of the channel) the worker exits at once; the kernel also kills it then (parent-death
-//! signal), so no worker outlives its master.
+//! Life of a worker: read `init` (the config) -> start the gateway (RabbitMQ, Redis, socket.io)
+//! -> start accepting -> say `ready` -> serve, answer every heartbeat with a [`WorkerReport`] ->
+//! on `drain` (or SIGTERM) stop accepting, finish in-flight requests, close what is left at the
+//! drain deadline, exit 0. If the master goes away (end of the channel) the worker exits at once;
+//! the kernel also kills it then (parent-death signal), so no worker outlives its master.
+//!
+//! A *standby* worker (`--standby`, `cluster.standbyWorkers`) says `ready` once its gateway has
+//! started but does not accept: it waits, answering heartbeats, until the master sends `activate`
+//! with the slot it takes (then it accepts and serves like any worker) or tells it to stop.
 
 mod acceptor;
 mod http;
@@ -48,6 +52,8 @@ pub struct WorkerArgs {
     pub slot: usize,
     /// Run the outbox relay instead of the gateway.
     pub relay: bool,
+    /// Start as the standby gateway worker: `slot` is unknown until the master activates it.
+    pub standby: bool,
     pub listen_fd: RawFd,
     pub ipc_fd: RawFd,
 }
@@ -99,7 +105,7 @@ pub fn run(args: WorkerArgs) -> Result<(), WorkerError> {
             drop(listener); // the relay serves no clients
             relay_process::serve(Channel::new(ipc)).await
         } else {
-            serve(args.slot, listener, Channel::new(ipc)).await
+            serve(args, listener, Channel::new(ipc)).await
         }
     });
     // The work is done and the process exits next. Shutting the runtime down would only make
@@ -123,7 +129,7 @@ fn inherited_socket(fd: RawFd, what: &'static str) -> Result<OwnedFd, WorkerErro
 }
 
 async fn serve(
-    slot: usize,
+    args: WorkerArgs,
     listener: TcpListener,
     mut channel: Channel<ToMaster, ToWorker>,
 ) -> Result<(), WorkerError> {
@@ -135,7 +141,12 @@ async fn serve(
     else {
         return Err(WorkerError::NoInit);
     };
-    logging::init(Role::Worker { slot }, config.frontend.log_level);
+    let role = if args.standby {
+        Role::Standby
+    } else {
+        Role::Worker { slot: args.slot }
+    };
+    logging::init(role, config.frontend.log_level);
     // The master checked these files before it started us; a failure here is still an error,
     // never plain HTTP in place of TLS.
     let tls = match (config.frontend.ssl, tls) {
@@ -146,10 +157,7 @@ async fn serve(
     let (stop_probe, probe_stop) = watch::channel(false);
     let probe = LagProbe::default();
     tokio::spawn(probe.clone().run(probe_stop));
-    let name = format!(
-        "activestack-gateway worker[{slot}] pid {}",
-        std::process::id()
-    );
+    let name = format!("activestack-gateway {role} pid {}", std::process::id());
     let Some(gateway) = answering(&mut channel, &probe, start_gateway(&config, &name)).await?
     else {
         return Ok(()); // told to stop, or the master is gone, before we ever served
@@ -159,6 +167,31 @@ async fn serve(
 
     let mut signals =
         Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP]).map_err(WorkerError::Signals)?;
+    let slot = if args.standby {
+        channel.sender.send(&ToMaster::Ready).await?;
+        tracing::info!(generation, "standby: ready, not accepting until activated");
+        let activated = standby(
+            &mut channel,
+            &probe,
+            &gateway,
+            &mut signals,
+            &mut rabbit_lost,
+        )
+        .await;
+        match activated {
+            Ok(Some(slot)) => {
+                logging::set_role(Role::Worker { slot });
+                slot
+            }
+            stopped => {
+                gateway.close().await;
+                let _ = stop_probe.send(true);
+                return stopped.map(|_| ());
+            }
+        }
+    } else {
+        args.slot
+    };
     let mut server = HttpServer::new(
         Identity {
             worker: slot,
@@ -169,8 +202,12 @@ async fn serve(
     );
     server.mount(gateway.layer());
     let (acceptor, mut conns) = Acceptor::start(listener).map_err(WorkerError::Accept)?;
-    channel.sender.send(&ToMaster::Ready).await?;
-    tracing::info!(generation, "ready");
+    if args.standby {
+        tracing::info!(generation, "activated: the standby now serves slot {slot}");
+    } else {
+        channel.sender.send(&ToMaster::Ready).await?;
+        tracing::info!(generation, "ready");
+    }
 
     // Outcomes of console pushes, back to the master.
     let (pushed_tx, mut pushed_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -198,8 +235,7 @@ async fn serve(
             msg = channel.receiver.recv() => match msg? {
                 Some(ToWorker::Heartbeat { seq }) => {
                     let clients = server.as_ref().map_or(0, HttpServer::clients) + gateway.clients();
-                    let report = report(clients, &probe);
-                    channel.sender.send(&ToMaster::HeartbeatAck { seq, report }).await?;
+                    answer_heartbeat(&mut channel, seq, clients, &probe).await?;
                 }
                 Some(ToWorker::Drain { timeout_ms }) => {
                     start_drain(&acceptor, &mut drain_deadline, Duration::from_millis(timeout_ms));
@@ -214,14 +250,11 @@ async fn serve(
                     });
                 }
                 Some(ToWorker::Init { .. }) => tracing::warn!("ignoring a second init from the master"),
-                Some(ToWorker::LogLevel { level }) => {
-                    logging::set_level(level);
-                    tracing::info!(%level, "log level changed");
+                Some(ToWorker::Activate { slot }) => {
+                    tracing::warn!(slot, "ignoring activate: this worker is serving already");
                 }
-                Some(ToWorker::ResendInterval { ms }) => {
-                    gateway.set_resend_interval(ms);
-                    tracing::info!(ms, "client message resend interval changed");
-                }
+                Some(ToWorker::LogLevel { level }) => set_log_level(level),
+                Some(ToWorker::ResendInterval { ms }) => set_resend_interval(&gateway, ms),
                 None => {
                     tracing::warn!("the master is gone; exiting");
                     return Ok(());
@@ -267,6 +300,76 @@ fn start_drain(acceptor: &Acceptor, deadline: &mut Option<Instant>, timeout: Dur
         acceptor.stop();
         *deadline = Some(Instant::now() + timeout);
     }
+}
+
+/// A standby worker's wait: its gateway started, heartbeats answered, nothing accepted.
+/// `Some(slot)`: activated for that slot. `None`: told to stop (drain, a stop signal, the master
+/// gone); a standby has no connections to finish, so it stops at once.
+async fn standby(
+    channel: &mut Channel<ToMaster, ToWorker>,
+    probe: &LagProbe,
+    gateway: &Gateway,
+    signals: &mut Signals,
+    rabbit_lost: &mut watch::Receiver<bool>,
+) -> Result<Option<usize>, WorkerError> {
+    loop {
+        tokio::select! {
+            msg = channel.receiver.recv() => match msg? {
+                Some(ToWorker::Activate { slot }) => return Ok(Some(slot)),
+                Some(ToWorker::Heartbeat { seq }) => {
+                    answer_heartbeat(channel, seq, gateway.clients(), probe).await?;
+                }
+                Some(ToWorker::LogLevel { level }) => set_log_level(level),
+                Some(ToWorker::ResendInterval { ms }) => set_resend_interval(gateway, ms),
+                Some(ToWorker::Push { id, .. }) => {
+                    // The master hands pushes to serving workers only; say no rather than hang.
+                    let error = Some("a standby worker does not push".to_string());
+                    channel.sender.send(&ToMaster::Pushed { id, error }).await?;
+                }
+                Some(ToWorker::Init { .. }) => tracing::warn!("ignoring a second init from the master"),
+                Some(ToWorker::Drain { .. }) => {
+                    tracing::info!("standby: told to stop; exiting");
+                    return Ok(None);
+                }
+                None => {
+                    tracing::warn!("the master is gone; exiting");
+                    return Ok(None);
+                }
+            },
+            Some(signal) = signals.next() => match signal {
+                SIGHUP => tracing::debug!("SIGHUP ignored: send it to the master"),
+                _ => {
+                    tracing::info!(signal, "standby: stop signal; exiting");
+                    return Ok(None);
+                }
+            },
+            _ = rabbit_lost.wait_for(|lost| *lost) => return Err(WorkerError::RabbitLost),
+        }
+    }
+}
+
+fn set_log_level(level: crate::config::LogLevel) {
+    logging::set_level(level);
+    tracing::info!(%level, "log level changed");
+}
+
+fn set_resend_interval(gateway: &Gateway, ms: u64) {
+    gateway.set_resend_interval(ms);
+    tracing::info!(ms, "client message resend interval changed");
+}
+
+async fn answer_heartbeat(
+    channel: &mut Channel<ToMaster, ToWorker>,
+    seq: u64,
+    clients: u64,
+    probe: &LagProbe,
+) -> Result<(), WorkerError> {
+    let report = report(clients, probe);
+    channel
+        .sender
+        .send(&ToMaster::HeartbeatAck { seq, report })
+        .await?;
+    Ok(())
 }
 
 /// This process's heartbeat answer.
@@ -327,10 +430,7 @@ where
             started = &mut start => return Ok(Some(started?)),
             () = &mut deadline => return Err(WorkerError::GatewayTimeout(GATEWAY_START_TIMEOUT)),
             msg = channel.receiver.recv() => match msg? {
-                Some(ToWorker::Heartbeat { seq }) => {
-                    let report = report(0, probe);
-                    channel.sender.send(&ToMaster::HeartbeatAck { seq, report }).await?;
-                }
+                Some(ToWorker::Heartbeat { seq }) => answer_heartbeat(channel, seq, 0, probe).await?,
                 Some(ToWorker::LogLevel { level }) => logging::set_level(level),
                 Some(ToWorker::Drain { .. }) | None => return Ok(None),
                 Some(_) => {}

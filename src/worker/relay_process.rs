@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::time::{Duration, Instant};
 
 use super::lag::LagProbe;
-use super::{WorkerError, report};
+use super::{WorkerError, answer_heartbeat};
 use crate::ipc::{Channel, ToMaster, ToWorker};
 use crate::logging::{self, Role};
 use crate::relay::{self, RelayStats};
@@ -49,8 +49,7 @@ pub async fn serve(mut channel: Channel<ToMaster, ToWorker>) -> Result<(), Worke
         tokio::select! {
             msg = channel.receiver.recv() => match msg? {
                 Some(ToWorker::Heartbeat { seq }) => {
-                    let report = report(0, &probe);
-                    channel.sender.send(&ToMaster::HeartbeatAck { seq, report }).await?;
+                    answer_heartbeat(&mut channel, seq, 0, &probe).await?;
                 }
                 Some(ToWorker::Drain { timeout_ms }) => {
                     drain(Duration::from_millis(timeout_ms), &mut deadline);

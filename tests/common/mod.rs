@@ -224,6 +224,50 @@ fn write_config(path: &Path, dir: &Path, extra: &str) {
     std::fs::write(path, text).expect("write config");
 }
 
+/// A copy of the binary that a test can break (replace with a script that exits with status 3)
+/// and fix again, as a bad install and its fix would: workers start from the path on disk.
+pub struct Install {
+    pub dir: tempfile::TempDir,
+    pub bin: PathBuf,
+}
+
+impl Install {
+    pub fn new() -> Install {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let bin = dir.path().join("activestack-gateway");
+        std::fs::copy(BIN, &bin).expect("copy the binary");
+        Install { dir, bin }
+    }
+
+    /// Puts the broken binary in place (the good one is kept aside).
+    pub fn break_it(&self) {
+        let broken = self.dir.path().join("broken");
+        std::fs::write(&broken, "#!/bin/sh\nexit 3\n").expect("write the broken binary");
+        let executable = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+        std::fs::set_permissions(&broken, executable).expect("make it executable");
+        std::fs::rename(&self.bin, self.dir.path().join("good")).expect("keep the good one");
+        std::fs::rename(&broken, &self.bin).expect("install the broken one");
+    }
+
+    /// Puts the good binary back.
+    pub fn fix(&self) {
+        std::fs::rename(self.dir.path().join("good"), &self.bin).expect("reinstall");
+    }
+}
+
+/// The last log line containing every one of `needles`.
+pub fn last_log(cluster: &Cluster, needles: &[&str]) -> Option<String> {
+    cluster
+        .log()
+        .into_iter()
+        .rfind(|line| needles.iter().all(|n| line.contains(n)))
+}
+
+/// The standby workers of a status report (listed apart from `workers`).
+pub fn standby(status: &Value) -> Vec<Value> {
+    status["standby"].as_array().cloned().unwrap_or_default()
+}
+
 /// The gateway workers of a status report (the relay, if any, left out), by slot.
 pub fn workers(status: &Value) -> Vec<Value> {
     let all = status["workers"].as_array().cloned().unwrap_or_default();
@@ -282,22 +326,27 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
 
 /// Children of `parent` that have exited but were not reaped.
 pub fn zombies_of(parent: i32) -> Vec<i32> {
+    children_of(parent)
+        .into_iter()
+        .filter(|&(_, state)| state == 'Z')
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// Every child process of `parent` with its state letter from `/proc` (`R`, `S`, `Z`...).
+pub fn children_of(parent: i32) -> Vec<(i32, char)> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
-            let Some((_, rest)) = stat.rsplit_once(')') else {
-                return false;
-            };
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (_, rest) = stat.rsplit_once(')')?;
             let mut fields = rest.split_whitespace();
-            let state = fields.next();
-            let ppid = fields.next().and_then(|p| p.parse::<i32>().ok());
-            state == Some("Z") && ppid == Some(parent)
+            let state = fields.next()?.chars().next()?;
+            let ppid = fields.next()?.parse::<i32>().ok()?;
+            (ppid == parent).then_some((pid, state))
         })
         .collect()
 }

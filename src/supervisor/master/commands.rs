@@ -91,12 +91,13 @@ impl Master {
                         json!({"ok": true, "clientMessageResendInterval": ms, "workers": self.workers.len()})
                     }
                     Command::ClientCount => {
-                        let workers: Vec<_> = self
-                            .workers
-                            .values()
+                        // The standby serves nobody: as in status, the workers are the slots'.
+                        let serving =
+                            || self.workers.values().filter(|w| w.slot != SlotId::Standby);
+                        let workers: Vec<_> = serving()
                             .map(|w| json!({"slot": w.slot.to_string(), "pid": w.pid, "clients": w.report.clients}))
                             .collect();
-                        let total: u64 = self.workers.values().map(|w| w.report.clients).sum();
+                        let total: u64 = serving().map(|w| w.report.clients).sum();
                         tracing::info!(total, "client count");
                         json!({"ok": true, "total": total, "workers": workers})
                     }

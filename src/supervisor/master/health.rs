@@ -79,8 +79,10 @@ impl Master {
     pub(super) fn on_systemd_watchdog(&self) {
         let timeout = self.config.cluster.worker_timeout;
         let now = Instant::now();
+        // A standby serves nobody: it does not make the cluster healthy.
         let healthy = self.workers.values().any(|w| {
             w.state == WorkerState::Ready
+                && w.slot != SlotId::Standby
                 && w.answered
                 && now.duration_since(w.last_seen) <= timeout
         });

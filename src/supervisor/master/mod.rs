@@ -6,6 +6,13 @@
 //! it is ready and the old worker then drains. So capacity never drops during a reload or a
 //! memory recycle. Restart backoff is counted per slot.
 //!
+//! With `cluster.standbyWorkers=1` one more gateway worker runs in *standby*: initialised
+//! (RabbitMQ, Redis, socket.io) but not accepting, and in no slot. When a slot needs a worker
+//! (its worker died, hung or failed to start, or is over its memory limit) and the standby is
+//! ready and of the current generation, the standby is activated in that slot at once instead
+//! of a new worker being started, and a new standby is started (with its own backoff). The
+//! standby starts once every slot is ready, and is replaced on every reload.
+//!
 //! This file holds the state and the event loop; what the loop does is split by concern:
 //! [`workers`] (what runs in each slot), [`health`] (heartbeats, watchdog, memory, lag),
 //! [`lifecycle`] (reload, readiness, stop), [`commands`] (the Redis console) and [`status`].
@@ -136,6 +143,8 @@ pub struct Master {
     slots: Vec<Slot>,
     /// The relay's slot, while `relay.enabled`.
     relay: Option<Slot>,
+    /// The standby worker's place (`cluster.standbyWorkers`): `active` is the standby.
+    standby: Slot,
     workers: BTreeMap<u32, Worker>,
     events_tx: mpsc::UnboundedSender<Event>,
     events_rx: mpsc::UnboundedReceiver<Event>,
@@ -201,6 +210,7 @@ impl Master {
             listen_addr,
             slots: Vec::new(),
             relay: None,
+            standby: Slot::default(),
             workers: BTreeMap::new(),
             events_tx,
             events_rx,
@@ -259,8 +269,9 @@ impl Master {
                     break;
                 }
             } else {
-                self.reconcile();
+                // Readiness first: the standby starts once every slot is ready.
                 self.announce_readiness();
+                self.reconcile();
             }
         }
         tracing::info!("master stopped");
@@ -386,11 +397,15 @@ impl Master {
 
     /// The next instant a timer of ours is due (restart backoff, drain deadlines, stop deadline).
     fn next_wakeup(&self) -> Option<Instant> {
+        // The standby's backoff only while a standby would be started at its end: a past instant
+        // here would wake the loop again at once.
+        let standby = self.standby.not_before.filter(|_| self.standby_missing());
         let restarts = self
             .slots
             .iter()
             .chain(&self.relay)
-            .filter_map(|s| s.not_before);
+            .filter_map(|s| s.not_before)
+            .chain(standby);
         let drains = self.workers.values().filter_map(|w| w.kill_at);
         let stop = match self.phase {
             Phase::Stopping { deadline, .. } => Some(deadline),

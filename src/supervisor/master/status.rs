@@ -14,6 +14,24 @@ impl Master {
         };
         let mut workers: Vec<&Worker> = self.workers.values().collect();
         workers.sort_by_key(|w| (w.slot, w.started));
+        // The standby is in no slot: listed apart, so that `workers` is what serves.
+        let (standby, workers): (Vec<&Worker>, Vec<&Worker>) =
+            workers.into_iter().partition(|w| w.slot == SlotId::Standby);
+        let describe = |w: &Worker| WorkerStatus {
+            slot: w.slot.index(),
+            role: w.slot.role().into(),
+            pid: w.pid,
+            generation: w.generation,
+            state: w.state.name().into(),
+            uptime_ms: ms(now.duration_since(w.started)),
+            heartbeat_age_ms: w.answered.then(|| ms(now.duration_since(w.last_seen))),
+            rss: w.rss,
+            heap_used: w.report.heap_used,
+            heap_total: w.report.heap_total,
+            clients: w.report.clients,
+            loop_lag_us: w.report.loop_lag_us,
+            restarts: self.slot(w.slot).map_or(0, |s| s.restarts),
+        };
         StatusReport {
             master_pid: std::process::id(),
             config_path: self.config.source.clone(),
@@ -22,24 +40,8 @@ impl Master {
             phase: phase.into(),
             uptime_ms: ms(now.duration_since(self.started)),
             desired_workers: self.desired,
-            workers: workers
-                .into_iter()
-                .map(|w| WorkerStatus {
-                    slot: w.slot.index(),
-                    role: w.slot.role().into(),
-                    pid: w.pid,
-                    generation: w.generation,
-                    state: w.state.name().into(),
-                    uptime_ms: ms(now.duration_since(w.started)),
-                    heartbeat_age_ms: w.answered.then(|| ms(now.duration_since(w.last_seen))),
-                    rss: w.rss,
-                    heap_used: w.report.heap_used,
-                    heap_total: w.report.heap_total,
-                    clients: w.report.clients,
-                    loop_lag_us: w.report.loop_lag_us,
-                    restarts: self.slot(w.slot).map_or(0, |s| s.restarts),
-                })
-                .collect(),
+            workers: workers.into_iter().map(describe).collect(),
+            standby: standby.into_iter().map(describe).collect(),
         }
     }
 }

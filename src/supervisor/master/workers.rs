@@ -1,10 +1,11 @@
-//! Starting, replacing, draining and killing workers: what runs in each slot.
+//! Starting, replacing, draining and killing workers: what runs in each slot, and the standby.
 
 use super::*;
 
 impl Master {
     /// Starts whatever should run and does not: a worker for an empty slot, a successor for a
-    /// worker of an older generation or over its memory limit. Respects each slot's backoff.
+    /// worker of an older generation or over its memory limit (the ready standby if there is
+    /// one, else a new worker), and the standby. Respects each slot's backoff.
     pub(super) fn reconcile(&mut self) {
         let now = Instant::now();
         while self.slots.len() < self.desired {
@@ -38,9 +39,86 @@ impl Master {
                 Some(w) => w.generation < self.generation || w.recycle,
             };
             if wanted {
-                self.start_worker(id);
+                let activated = match id {
+                    SlotId::Gateway(index) => self.activate_standby(index),
+                    SlotId::Relay | SlotId::Standby => false,
+                };
+                if !activated {
+                    self.start_worker(id);
+                }
             }
         }
+        self.reconcile_standby(now);
+    }
+
+    /// Replaces a standby that must not be activated any more (older generation, over its
+    /// memory limit, no longer wanted), and starts one where there is none and every slot is
+    /// ready, under the standby's own backoff.
+    fn reconcile_standby(&mut self, now: Instant) {
+        let wanted = self.config.cluster.standby_workers > 0;
+        if let Some(pid) = self.standby.active {
+            let stale = self
+                .workers
+                .get(&pid)
+                .is_none_or(|w| w.generation < self.generation || w.recycle);
+            if stale || !wanted {
+                self.standby.active = None;
+                let why = match (wanted, self.workers.get(&pid)) {
+                    (false, _) => "cluster.standbyWorkers is now 0",
+                    (true, Some(w)) if w.recycle => "standby over a memory limit",
+                    _ => "standby of an older configuration",
+                };
+                self.drain(pid, why);
+            }
+        }
+        if self.standby_missing() && self.standby.not_before.is_none_or(|t| t <= now) {
+            self.start_worker(SlotId::Standby);
+        }
+    }
+
+    /// A standby is wanted, there is none, and every slot is ready (so a standby starting never
+    /// competes with the slots' own workers for the CPU).
+    pub(super) fn standby_missing(&self) -> bool {
+        self.config.cluster.standby_workers > 0 && self.ready_sent && self.standby.active.is_none()
+    }
+
+    /// Puts the standby in gateway slot `index` if it is ready, of the current generation and
+    /// within its memory limits: it starts accepting at once and is the slot's worker from now
+    /// on (the worker it replaces, if any, drains). `false`: no such standby.
+    fn activate_standby(&mut self, index: usize) -> bool {
+        let generation = self.generation;
+        let Some(pid) = self.standby.active else {
+            return false;
+        };
+        let Some(worker) = self.workers.get_mut(&pid) else {
+            return false;
+        };
+        if worker.state != WorkerState::Ready || worker.generation != generation || worker.recycle {
+            return false;
+        }
+        if worker
+            .tx
+            .try_send(ToWorker::Activate { slot: index })
+            .is_err()
+        {
+            tracing::warn!(
+                pid,
+                "standby is not reading its messages; not activating it"
+            );
+            return false;
+        }
+        let id = SlotId::Gateway(index);
+        worker.slot = id;
+        // Its slot's backoff resets at its first heartbeat answer as the slot's worker.
+        worker.proven = false;
+        self.standby.active = None;
+        // The next standby starts `workerRestartDelay` later: starting a process takes CPU
+        // the activated worker needs now, for the clients the dead one left.
+        let next = Instant::now() + self.config.cluster.worker_restart_delay;
+        self.standby.not_before = self.standby.not_before.max(Some(next));
+        tracing::info!(slot = %id, pid, "standby activated");
+        self.take_over(id, pid);
+        true
     }
 
     /// Every slot: the gateway workers' in order, then the relay's.
@@ -55,6 +133,7 @@ impl Master {
         match id {
             SlotId::Gateway(index) => self.slots.get(index),
             SlotId::Relay => self.relay.as_ref(),
+            SlotId::Standby => Some(&self.standby),
         }
     }
 
@@ -62,6 +141,7 @@ impl Master {
         match id {
             SlotId::Gateway(index) => self.slots.get_mut(index),
             SlotId::Relay => self.relay.as_mut(),
+            SlotId::Standby => Some(&mut self.standby),
         }
     }
 
@@ -172,6 +252,7 @@ impl Master {
         let slot = match index {
             SlotId::Gateway(i) => self.slots.get_mut(i),
             SlotId::Relay => self.relay.as_mut(),
+            SlotId::Standby => Some(&mut self.standby),
         };
         let Some(slot) = slot else {
             return;
@@ -242,16 +323,25 @@ impl Master {
         }
     }
 
-    /// A successor that became ready takes over its slot; the worker it replaces drains.
+    /// A successor that became ready takes over its slot.
     pub(super) fn promote(&mut self, index: SlotId, pid: u32) {
+        if self
+            .slot(index)
+            .is_some_and(|slot| slot.successor == Some(pid))
+        {
+            self.take_over(index, pid);
+        }
+    }
+
+    /// `pid` is the slot's worker from now on; the worker it replaces drains.
+    fn take_over(&mut self, index: SlotId, pid: u32) {
         let Some(slot) = self.slot_mut(index) else {
             return;
         };
-        if slot.successor != Some(pid) {
-            return;
-        }
         let old = slot.active.replace(pid);
-        slot.successor = None;
+        if slot.successor == Some(pid) {
+            slot.successor = None;
+        }
         if let Some(old) = old {
             let why = match self.workers.get(&old) {
                 Some(w) if w.recycle => "replaced after crossing a memory limit",
