@@ -64,6 +64,18 @@ fn request_push_resend_and_client_ack_reach_rabbitmq() {
 }
 
 #[test]
+fn a_client_that_leaves_is_freed() {
+    let cluster = start();
+    let mut client = JsClient::connect(&cluster);
+    let (_, session) = client.gateway_connect();
+    // Unacked: its re-send timer holds the client too, until the client leaves.
+    client.emit("testCall", json!({"cn": "TestCall", "messageId": "m1"}));
+    client.push_for("m1");
+    client.close();
+    cluster.wait_log(&["client freed", &session.client_id]);
+}
+
+#[test]
 fn unacked_push_survives_a_reconnect() {
     let cluster = start();
     let mut first = JsClient::connect(&cluster);

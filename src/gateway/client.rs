@@ -506,6 +506,15 @@ impl Client {
     }
 }
 
+impl Drop for Client {
+    fn drop(&mut self) {
+        // A client that is never freed keeps its socket (and its buffers) alive: tests wait for
+        // this line.
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        tracing::debug!(sid = %self.socket.id, client = %state.session.client_id, "client freed");
+    }
+}
+
 fn agent_request_of(session: &Session, cn: &str) -> Value {
     let mut map = Map::new();
     map.insert("cn".into(), cn.into());
