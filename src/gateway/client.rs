@@ -314,6 +314,8 @@ impl Client {
 
     // ----- the client queue -----
 
+    /// One task per client queue, idle nearly all its life: the rare work is boxed, so that the
+    /// task itself stays small (inlined, the futures of a delivery and a disposal made it 4 KB).
     async fn consume(self: Arc<Client>, mut consumer: Consumer) {
         while let Some(delivery) = consumer.next().await {
             let delivery = match delivery {
@@ -324,16 +326,16 @@ impl Client {
                 }
             };
             if self.state().disposed {
-                requeue(&delivery.acker).await;
+                Box::pin(requeue(&delivery.acker)).await;
                 continue;
             }
-            self.on_delivery(delivery).await;
+            Box::pin(self.on_delivery(delivery)).await;
         }
         tracing::debug!(sid = %self.socket.id, "client queue consumer ended");
         // The queue was deleted or its channel closed: the client cannot get answers any more.
         if !self.state().disposed {
             tracing::warn!(sid = %self.socket.id, "client queue gone: disposing the client");
-            self.dispose("client queue closed").await;
+            Box::pin(self.dispose("client queue closed")).await;
             let _ = self.socket.clone().disconnect();
         }
     }
