@@ -64,6 +64,32 @@ fn request_push_resend_and_client_ack_reach_rabbitmq() {
 }
 
 #[test]
+fn a_request_many_times_the_websocket_read_buffer_goes_through() {
+    let cluster = start();
+    let mut client = JsClient::connect(&cluster);
+    client.gateway_connect();
+    let blob = "x".repeat(50_000);
+    client.emit(
+        "testCall",
+        json!({"cn": "TestCall", "messageId": "big", "blob": blob}),
+    );
+    let push = client.push_for("big");
+    assert_eq!(push["request"]["blob"].as_str(), Some(blob.as_str()));
+}
+
+#[test]
+fn a_client_that_leaves_is_freed() {
+    let cluster = start();
+    let mut client = JsClient::connect(&cluster);
+    let (_, session) = client.gateway_connect();
+    // Unacked: its re-send timer holds the client too, until the client leaves.
+    client.emit("testCall", json!({"cn": "TestCall", "messageId": "m1"}));
+    client.push_for("m1");
+    client.close();
+    cluster.wait_log(&["client freed", &session.client_id]);
+}
+
+#[test]
 fn unacked_push_survives_a_reconnect() {
     let cluster = start();
     let mut first = JsClient::connect(&cluster);

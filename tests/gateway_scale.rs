@@ -3,6 +3,11 @@
 //! only works because consumers share a small channel pool). The 10,000-client run is heavy
 //! (about 30 s of both cores in a debug build) and would starve the timing-sensitive tests that
 //! run beside it, so it is `#[ignore]`d: `bench/gateway.sh` runs it.
+//!
+//! Both runs print the worker's memory (`memory:` lines, read by `bench/gateway.sh`): idle, with
+//! every socket.io socket open but before `connect`, after every client's `connect` (client
+//! queue declared and consumed), and once every client has gone again. Numbers only, no
+//! assertions on them: they depend on the allocator, the kernel and the machine.
 
 mod common;
 
@@ -38,8 +43,8 @@ async fn read_until(ws: &mut Ws, prefix: &str) -> Result<String, String> {
     Err("closed".into())
 }
 
-/// One socket.io v5 client up to its gatewayConnectAck.
-async fn client(url: String) -> Result<Ws, String> {
+/// One socket.io v5 socket, connected to the `/` namespace.
+async fn open(url: String) -> Result<Ws, String> {
     let (mut ws, _) = tokio_tungstenite::connect_async(url)
         .await
         .map_err(|e| e.to_string())?;
@@ -48,11 +53,89 @@ async fn client(url: String) -> Result<Ws, String> {
         .await
         .map_err(|e| e.to_string())?;
     read_until(&mut ws, "40").await?;
+    Ok(ws)
+}
+
+/// The gateway's `connect`, up to its gatewayConnectAck.
+async fn connect(mut ws: Ws) -> Result<Ws, String> {
     ws.send(Message::text(r#"42["message",{"connect":true}]"#))
         .await
         .map_err(|e| e.to_string())?;
     read_until(&mut ws, r#"42["gatewayConnectAck""#).await?;
     Ok(ws)
+}
+
+/// Runs `step` on `count` items in batches of [`BATCH`], `make` giving each its input.
+async fn batched<I, F>(
+    what: &str,
+    count: usize,
+    mut make: impl FnMut() -> I,
+    step: impl Fn(I) -> F,
+) -> Vec<Ws>
+where
+    F: Future<Output = Result<Ws, String>> + Send + 'static,
+{
+    let started = Instant::now();
+    let mut done = Vec::with_capacity(count);
+    while done.len() < count {
+        let batch: Vec<_> = (0..BATCH.min(count - done.len()))
+            .map(|_| tokio::spawn(step(make())))
+            .collect();
+        for task in batch {
+            match task.await {
+                Ok(Ok(ws)) => done.push(ws),
+                Ok(Err(e)) => panic!("{what}: client {} failed: {e}", done.len()),
+                Err(e) => panic!("{what}: client task: {e}"),
+            }
+        }
+        assert!(
+            started.elapsed() < DEADLINE * 6,
+            "{what}: only {} clients in {:?}",
+            done.len(),
+            started.elapsed()
+        );
+    }
+    eprintln!("{what}: {count} clients in {:?}", started.elapsed());
+    done
+}
+
+/// What the kernel says about one process's memory.
+#[derive(Clone, Copy)]
+struct Memory {
+    /// Resident set size.
+    rss: u64,
+    /// The anonymous part of it (heap, stacks): what grows with clients.
+    anon: u64,
+}
+
+impl Memory {
+    fn of(pid: i32) -> Memory {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .unwrap_or(0)
+                * 1024
+        };
+        Memory {
+            rss: kib("VmRSS:"),
+            anon: kib("RssAnon:"),
+        }
+    }
+}
+
+/// Prints one `memory:` line: the step's numbers, and the growth per client since `base`.
+fn report(step: &str, now: Memory, (since, base): (&str, Memory), clients: usize) {
+    let per = |a: u64, b: u64| (a as f64 - b as f64) / clients.max(1) as f64;
+    eprintln!(
+        "memory: {step:<24} rss {:>7} KiB  anon {:>7} KiB | per client since {since:<12} rss {:>6.0} B  anon {:>6.0} B",
+        now.rss / 1024,
+        now.anon / 1024,
+        per(now.rss, base.rss),
+        per(now.anon, base.anon),
+    );
 }
 
 #[test]
@@ -76,47 +159,51 @@ fn hold_idle_clients(clients: usize) {
         "ws://{}/socket.io/?EIO=4&transport=websocket",
         cluster.addr()
     );
+    let pid = cluster.worker_pids()[0];
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let started = Instant::now();
-    let sockets = runtime.block_on(async {
-        let mut sockets = Vec::with_capacity(clients);
-        while sockets.len() < clients {
-            let batch: Vec<_> = (0..BATCH.min(clients - sockets.len()))
-                .map(|_| tokio::spawn(client(url.clone())))
-                .collect();
-            for task in batch {
-                match task.await {
-                    Ok(Ok(ws)) => sockets.push(ws),
-                    Ok(Err(e)) => panic!("client {} failed: {e}", sockets.len()),
-                    Err(e) => panic!("client task: {e}"),
-                }
-            }
-            assert!(
-                started.elapsed() < DEADLINE * 6,
-                "only {} clients connected in {:?}",
-                sockets.len(),
-                started.elapsed()
-            );
-        }
-        sockets
-    });
-    eprintln!("{clients} clients connected in {:?}", started.elapsed());
+    let idle = Memory::of(pid);
+    report("idle", idle, ("idle", idle), clients);
+    let sockets = runtime.block_on(batched("socket.io open", clients, || url.clone(), open));
+    let open = Memory::of(pid);
+    report("socket.io sockets open", open, ("idle", idle), clients);
+    let mut sockets = sockets.into_iter();
+    let sockets = runtime.block_on(batched(
+        "gateway connect",
+        clients,
+        || sockets.next().expect("one socket per client"),
+        connect,
+    ));
     let deadline = Instant::now() + DEADLINE;
     loop {
         let status = cluster.status().expect("status");
-        let seen = common::workers(&status)[0]["clients"].as_u64().unwrap_or(0);
+        let worker = &common::workers(&status)[0];
+        let seen = worker["clients"].as_u64().unwrap_or(0);
         if seen >= clients as u64 {
             eprintln!(
-                "status: {seen} clients; rss {}",
-                common::workers(&status)[0]["rss"]
+                "status: {seen} clients; rss {} heap_used {} heap_total {}",
+                worker["rss"], worker["heap_used"], worker["heap_total"]
             );
             break;
         }
         assert!(Instant::now() < deadline, "status shows {seen} clients");
         std::thread::sleep(Duration::from_millis(100));
     }
+    let connected = Memory::of(pid);
+    report("after connect", connected, ("sockets open", open), clients);
+    report("total", connected, ("idle", idle), clients);
     drop(sockets);
+    let worker = common::wait_for("every client gone", || {
+        let status = cluster.status()?;
+        let worker = common::workers(&status).swap_remove(0);
+        (worker["clients"].as_u64()? == 0).then_some(worker)
+    });
+    eprintln!(
+        "status: 0 clients; rss {} heap_used {} heap_total {}",
+        worker["rss"], worker["heap_used"], worker["heap_total"]
+    );
+    // What is not given back: leaks, caches, and free memory the allocator keeps.
+    report("all clients gone", Memory::of(pid), ("idle", idle), clients);
 }

@@ -319,6 +319,8 @@ impl Client {
 
     // ----- the client queue -----
 
+    /// One task per client queue, idle nearly all its life: the rare work is boxed, so that the
+    /// task itself stays small (inlined, the futures of a delivery and a disposal made it 4 KB).
     async fn consume(self: Arc<Client>, channel: Arc<Channel>, mut consumer: Consumer) {
         while let Some(delivery) = consumer.next().await {
             let delivery = match delivery {
@@ -333,16 +335,16 @@ impl Client {
             } = delivery;
             let delivery = Unsettled::new(channel.clone(), delivery_tag);
             if self.state().disposed {
-                requeue(delivery).await;
+                Box::pin(requeue(delivery)).await;
                 continue;
             }
-            self.on_delivery(delivery, &data).await;
+            Box::pin(self.on_delivery(delivery, &data)).await;
         }
         tracing::debug!(sid = %self.socket.id, "client queue consumer ended");
         // The queue was deleted or its channel closed: the client cannot get answers any more.
         if !self.state().disposed {
             tracing::warn!(sid = %self.socket.id, "client queue gone: disposing the client");
-            self.dispose("client queue closed").await;
+            Box::pin(self.dispose("client queue closed")).await;
             let _ = self.socket.clone().disconnect();
         }
     }
@@ -545,6 +547,15 @@ impl Client {
         {
             tracing::warn!(sid = %self.socket.id, queue, "cannot send to the agent: {e}");
         }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        // A client that is never freed keeps its socket (and its buffers) alive: tests wait for
+        // this line.
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        tracing::debug!(sid = %self.socket.id, client = %state.session.client_id, "client freed");
     }
 }
 

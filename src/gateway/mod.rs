@@ -47,6 +47,11 @@ pub enum GatewayError {
     AdapterInit(String),
 }
 
+/// Each websocket's read buffer, allocated up front and kept for the socket's life. Client
+/// messages are small; a larger one grows the buffer to its size and takes more reads of this
+/// size. The default (4 KiB) was an eighth of an idle client's memory.
+const WS_READ_BUFFER: usize = 1024;
+
 /// A socket.io layer of this gateway (its rooms span the cluster through Redis).
 pub type SocketIoLayer = socketioxide::layer::SocketIoLayer<Adapter>;
 
@@ -105,6 +110,7 @@ impl Gateway {
             .ping_interval(socketio.interval)
             .ping_timeout(socketio.timeout)
             .transports([TransportType::Websocket])
+            .ws_read_buffer_size(WS_READ_BUFFER)
             .with_adapter::<Adapter>(adapter)
             .build_layer();
         let ns_shared = shared.clone();
@@ -187,17 +193,22 @@ fn on_connection(socket: SocketRef, shared: Arc<Shared>) {
     let client = Client::new(socket.clone(), shared.clone());
     tracing::debug!(sid = %socket.id, protocol = ?socket.protocol(), "socket.io client connected");
 
-    let c = client.clone();
-    socket.on(
-        "message",
-        async move |TryData(data): TryData<Value>| match data {
+    // The client holds its socket, and the socket its handlers: handlers holding the client
+    // would make a cycle that outlives the connection (socket.io drops only the disconnect
+    // handler when a socket closes). So the event handlers hold it weakly, and only the
+    // disconnect handler, dropped once it has run, holds it strongly.
+    let c = Arc::downgrade(&client);
+    socket.on("message", async move |TryData(data): TryData<Value>| {
+        let Some(c) = c.upgrade() else { return };
+        match data {
             Ok(data) => c.on_message(data).await,
             Err(e) => tracing::warn!("unreadable message event: {e}"),
-        },
-    );
-    let c = client.clone();
+        }
+    });
+    let c = Arc::downgrade(&client);
     socket.on_fallback(
         async move |Event(event): Event, TryData(data): TryData<Value>| {
+            let Some(c) = c.upgrade() else { return };
             c.on_request(&event, data.ok()).await;
         },
     );

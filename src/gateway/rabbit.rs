@@ -26,6 +26,11 @@ use crate::config::RabbitMqConfig;
 pub const PREFETCH: u16 = 10;
 /// Consumer channels per worker.
 pub const CONSUMER_CHANNELS: usize = 4;
+/// Client queues declared on one declare channel before it is replaced by a new one. lapin
+/// remembers every queue declared on a channel until the channel closes (for its topology
+/// recovery, which we do not use), about 1 KB each, and client queues are never deleted by us
+/// (they expire): a channel that declared them all would grow with every client ever served.
+const DECLARES_PER_CHANNEL: usize = 500;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RabbitError {
@@ -43,6 +48,9 @@ pub struct Rabbit {
     /// The consumer channel pool; a channel RabbitMQ closed (a channel error) is replaced.
     consumers: std::sync::Mutex<Vec<Arc<Channel>>>,
     next: AtomicUsize,
+    /// The channel client queues are declared on (also keeps a failed declare, which closes its
+    /// channel, away from the consumers).
+    declare: tokio::sync::Mutex<Declare>,
     durable: bool,
     /// `x-expires` of client queues (`gateway.rabbitmq.clientQueueExpires`): a queue nobody
     /// consumes, declares or reads for this long is deleted with what it holds. A client
@@ -115,6 +123,7 @@ impl Rabbit {
             publish,
             consumers: std::sync::Mutex::new(consumers),
             next: AtomicUsize::new(0),
+            declare: tokio::sync::Mutex::new(Declare::default()),
             durable: config.durable,
             queue_expires_ms: i64::try_from(config.client_queue_expires.as_millis())
                 .unwrap_or(i64::MAX),
@@ -176,13 +185,13 @@ impl Rabbit {
     /// pool's channels. Returns that channel and the consumer (its tag is unique: the same queue
     /// may be consumed twice on one channel, by an old client and the one that took it over).
     pub async fn subscribe(&self, queue: &str) -> Result<(Arc<Channel>, Consumer), RabbitError> {
-        let channel = self.consumer_channel().await?;
         let mut arguments = FieldTable::default();
         arguments.insert(
             "x-expires".into(),
             AMQPValue::LongLongInt(self.queue_expires_ms),
         );
-        channel
+        self.declare_channel()
+            .await?
             .queue_declare(
                 queue,
                 QueueDeclareOptions {
@@ -193,6 +202,7 @@ impl Rabbit {
                 arguments,
             )
             .await?;
+        let channel = self.consumer_channel().await?;
         let tag = format!(
             "gw-{queue}-{}",
             hex::encode(super::session::random_bytes::<4>())
@@ -206,6 +216,28 @@ impl Rabbit {
             )
             .await?;
         Ok((channel, consumer))
+    }
+
+    /// The declare channel, a new one after [`DECLARES_PER_CHANNEL`] declares or if RabbitMQ has
+    /// closed it. The old one closes once its last declare has finished (lapin closes a channel
+    /// when its last handle is dropped), and lapin forgets what was declared on it.
+    async fn declare_channel(&self) -> Result<Channel, RabbitError> {
+        let mut declare = self.declare.lock().await;
+        let current = declare
+            .channel
+            .as_ref()
+            .filter(|c| c.status().connected() && declare.declared < DECLARES_PER_CHANNEL);
+        let channel = match current {
+            Some(channel) => channel.clone(),
+            None => {
+                let channel = self.connection.create_channel().await?;
+                declare.channel = Some(channel.clone());
+                declare.declared = 0;
+                channel
+            }
+        };
+        declare.declared += 1;
+        Ok(channel)
     }
 
     /// The next channel of the pool, reopened first if RabbitMQ has closed it.
@@ -299,6 +331,13 @@ impl Unsettled {
         }
         Ok(())
     }
+}
+
+/// The current declare channel and how many queues were declared on it.
+#[derive(Default)]
+struct Declare {
+    channel: Option<Channel>,
+    declared: usize,
 }
 
 fn log_returned(returned: &BasicReturnMessage) {

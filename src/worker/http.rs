@@ -11,10 +11,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Json;
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::get;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::{Service, service_fn};
+use hyper::{Request, Uri};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
@@ -161,9 +165,13 @@ where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let (first_request, mut requested) = watch::channel(false);
-    let service = service_fn(move |request| {
+    let service = service_fn(move |request: Request<Incoming>| {
         first_request.send_if_modified(|seen| !std::mem::replace(seen, true));
-        router.call(request)
+        if request.headers().contains_key(header::UPGRADE) {
+            router.call(detach_head(request))
+        } else {
+            router.call(request)
+        }
     });
     let conn = http1::Builder::new()
         .serve_connection(io, service)
@@ -184,6 +192,38 @@ where
             conn.await
         }
     }
+}
+
+/// The request with a head that owns its bytes. hyper parses the URI and header values as slices
+/// of the connection's read buffer (8 KiB at least), so whoever keeps the head keeps that whole
+/// buffer. socket.io keeps a websocket's request head for as long as the socket lives: copied,
+/// it costs the size of the head instead.
+fn detach_head<B>(request: Request<B>) -> Request<B> {
+    let (mut parts, body) = request.into_parts();
+    // All header values in one allocation, each value a slice of it.
+    let mut values = Vec::with_capacity(parts.headers.values().map(|v| v.len()).sum());
+    for value in parts.headers.values() {
+        values.extend_from_slice(value.as_bytes());
+    }
+    let values = Bytes::from(values);
+    let mut headers = HeaderMap::with_capacity(parts.headers.len());
+    let mut at = 0;
+    for (name, value) in &parts.headers {
+        let end = at + value.len();
+        // The bytes were a valid value already: the check cannot fail.
+        let mut copy =
+            HeaderValue::from_maybe_shared(values.slice(at..end)).unwrap_or_else(|_| value.clone());
+        copy.set_sensitive(value.is_sensitive());
+        headers.append(name.clone(), copy);
+        at = end;
+    }
+    parts.headers = headers;
+    if let Ok(uri) =
+        Uri::from_maybe_shared(Bytes::copy_from_slice(parts.uri.to_string().as_bytes()))
+    {
+        parts.uri = uri;
+    }
+    Request::from_parts(parts, body)
 }
 
 async fn health(State(state): State<AppState>) -> Json<Health> {
@@ -208,5 +248,40 @@ impl Drop for ClientGuard {
         if self.0.open.fetch_sub(1, Ordering::Relaxed) == 1 {
             self.0.gone.notify_waiters();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_detached_head_is_the_same_head() {
+        let mut request = Request::builder()
+            .uri("/socket.io/?EIO=4&transport=websocket")
+            .header(header::UPGRADE, "websocket")
+            .header("x-custom", "one")
+            .header("x-custom", "two")
+            .header(header::HOST, "example.com:8080")
+            .body(())
+            .unwrap();
+        let mut secret = HeaderValue::from_static("token");
+        secret.set_sensitive(true);
+        request.headers_mut().insert(header::COOKIE, secret);
+        request
+            .headers_mut()
+            .insert("x-empty", HeaderValue::from_static(""));
+        let (uri, headers) = (request.uri().clone(), request.headers().clone());
+
+        let detached = detach_head(request);
+        assert_eq!(detached.uri(), &uri);
+        assert_eq!(detached.headers(), &headers);
+        let all =
+            |h: &HeaderMap, name: &str| -> Vec<_> { h.get_all(name).iter().cloned().collect() };
+        assert_eq!(
+            all(detached.headers(), "x-custom"),
+            all(&headers, "x-custom")
+        );
+        assert!(detached.headers()[header::COOKIE].is_sensitive());
     }
 }
