@@ -206,4 +206,16 @@ fn hold_idle_clients(clients: usize) {
     );
     // What is not given back: leaks, caches, and free memory the allocator keeps.
     report("all clients gone", Memory::of(pid), ("idle", idle), clients);
+    // The worker gives its free heap back to the OS (at a heartbeat answer).
+    let worker = common::wait_for("free heap given back", || {
+        let status = cluster.status()?;
+        let worker = common::workers(&status).swap_remove(0);
+        let (rss, used) = (worker["rss"].as_u64()?, worker["heap_used"].as_u64()?);
+        (rss < 2 * used + (48 << 20)).then_some(worker)
+    });
+    eprintln!(
+        "status: trimmed; rss {} heap_used {} heap_total {}",
+        worker["rss"], worker["heap_used"], worker["heap_total"]
+    );
+    report("after trim", Memory::of(pid), ("idle", idle), clients);
 }

@@ -6,8 +6,23 @@
 //!   (`mallinfo2`: `uordblks` + `hblkhd`).
 //! - `heap_total`: bytes malloc holds from the OS, in use or free in its arenas
 //!   (`mallinfo2`: `arena` + `hblkhd`). `heap_total - heap_used` is fragmentation and free lists.
+//!
+//! glibc keeps what was freed: after 10k clients leave, heap_used falls to ~17 MB while the RSS
+//! stays at ~260 MB, and an RSS limit would then recycle a worker that holds nothing.
+//! [`trim_if_idle_heap`] gives free memory back to the OS when it is large.
 
 use std::fs;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Resident memory beyond the heap in use worth giving back: above this and above heap_used.
+/// (Measured on the RSS, not on mallinfo's `arena`: a trim returns pages inside the heap
+/// without shrinking it, so only the RSS shows that it worked and a second trim is not due.)
+const TRIM_ABOVE: u64 = 32 << 20;
+/// At most one trim in this long (a trim walks the heap on the event loop's thread).
+const TRIM_EVERY: Duration = Duration::from_secs(10);
+
+static LAST_TRIM: Mutex<Option<Instant>> = Mutex::new(None);
 
 /// Resident set size in bytes of process `pid`, or `None` if it cannot be read (process gone).
 pub fn rss_of(pid: u32) -> Option<u64> {
@@ -30,6 +45,43 @@ pub fn heap() -> (u64, u64) {
     (info.uordblks as u64 + mmapped, info.arena as u64 + mmapped)
 }
 
+/// Returns free heap pages to the OS (`malloc_trim`) when the RSS exceeds the heap in use by
+/// more than [`TRIM_ABOVE`] and more than the heap in use, at most every [`TRIM_EVERY`].
+/// `true`: it trimmed.
+pub fn trim_if_idle_heap(rss: u64, used: u64) -> bool {
+    let free = rss.saturating_sub(used);
+    if free <= TRIM_ABOVE || free <= used {
+        return false;
+    }
+    let mut last = LAST_TRIM.lock().unwrap_or_else(|e| e.into_inner());
+    let now = Instant::now();
+    if last.is_some_and(|at| now.duration_since(at) < TRIM_EVERY) {
+        return false;
+    }
+    *last = Some(now);
+    // SAFETY: malloc_trim only returns free memory of malloc's own arenas to the OS.
+    unsafe { libc::malloc_trim(0) };
+    let rss_after = rss_of(std::process::id()).unwrap_or(rss);
+    let took_us = now.elapsed().as_micros() as u64;
+    if rss.saturating_sub(rss_after) >= 1 << 20 {
+        tracing::info!(
+            rss_before = rss,
+            rss_after,
+            took_us,
+            "gave free heap back to the OS"
+        );
+    } else {
+        // Fragmentation, not free pages: nothing came back (tried again TRIM_EVERY later).
+        tracing::debug!(
+            rss_before = rss,
+            rss_after,
+            took_us,
+            "heap trim returned nothing"
+        );
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,6 +94,12 @@ mod tests {
         let (used, total) = heap();
         assert!(used >= keep.len() as u64, "{used}");
         assert!(total >= used);
+    }
+
+    #[test]
+    fn a_small_or_busy_heap_is_not_trimmed() {
+        assert!(!trim_if_idle_heap(TRIM_ABOVE, 0));
+        assert!(!trim_if_idle_heap(TRIM_ABOVE * 7, TRIM_ABOVE * 4));
     }
 
     #[test]

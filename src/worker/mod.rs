@@ -375,8 +375,12 @@ async fn answer_heartbeat(
 /// This process's heartbeat answer.
 fn report(clients: u64, probe: &LagProbe) -> WorkerReport {
     let (heap_used, heap_total) = memory::heap();
+    let mut rss = memory::rss_of(std::process::id()).unwrap_or(0);
+    if memory::trim_if_idle_heap(rss, heap_used) {
+        rss = memory::rss_of(std::process::id()).unwrap_or(rss);
+    }
     WorkerReport {
-        rss: memory::rss_of(std::process::id()).unwrap_or(0),
+        rss,
         heap_used,
         heap_total,
         clients,
