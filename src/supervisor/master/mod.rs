@@ -400,12 +400,17 @@ impl Master {
         // The standby's backoff only while a standby would be started at its end: a past instant
         // here would wake the loop again at once.
         let standby = self.standby.not_before.filter(|_| self.standby_missing());
+        // Only backoffs still to come: one that has passed was seen by `reconcile`, which
+        // started the worker or is waiting for an event (a successor starting); waking for it
+        // again would spin the loop until then.
+        let now = Instant::now();
         let restarts = self
             .slots
             .iter()
             .chain(&self.relay)
             .filter_map(|s| s.not_before)
-            .chain(standby);
+            .chain(standby)
+            .filter(|t| *t > now);
         let drains = self.workers.values().filter_map(|w| w.kill_at);
         let stop = match self.phase {
             Phase::Stopping { deadline, .. } => Some(deadline),
