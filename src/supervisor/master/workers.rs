@@ -342,6 +342,8 @@ impl Master {
         if slot.successor == Some(pid) {
             slot.successor = None;
         }
+        // The slot has a ready worker: a pending restart delay is moot.
+        slot.not_before = None;
         if let Some(old) = old {
             let why = match self.workers.get(&old) {
                 Some(w) if w.recycle => "replaced after crossing a memory limit",
