@@ -5,14 +5,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, mpsc};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
 
-use common::{BIN, Cluster, DEADLINE, http_get, wait_for, workers};
+use common::agent::JsClient;
+use common::{BIN, Cluster, http_get, wait_for, workers};
 use nix::sys::signal::Signal;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
@@ -145,17 +146,17 @@ fn health_and_socketio_are_served_over_tls() {
     cluster.wait_log(&["master starting", "tls=true"]);
 
     // A real socket.io client over wss, verifying the certificate.
-    let mut client = JsClient::start();
+    let mut client = JsClient::spawn();
     client.send(json!({"op": "connect", "url": format!("https://127.0.0.1:{}", addr.port()), "ca": pair.cert}));
-    client.wait("connect");
+    client.wait("connect", |_| true);
     client.send(json!({"op": "emit", "event": "message", "data": {"connect": true}}));
-    let key = client.wait("gatewayConnectAck");
+    let key = client.wait("gatewayConnectAck", |_| true);
     assert!(key.as_str().is_some_and(|k| k.contains(';')), "{key}");
 
     // A client that does not trust the certificate gets no connection.
-    let mut untrusting = JsClient::start();
+    let mut untrusting = JsClient::spawn();
     untrusting.send(json!({"op": "connect", "url": format!("https://127.0.0.1:{}", addr.port())}));
-    untrusting.wait("connect_error");
+    untrusting.wait("connect_error", |_| true);
 }
 
 #[test]
@@ -307,61 +308,4 @@ fn a_broken_certificate_fails_the_reload_and_a_fixed_one_is_picked_up() {
     });
     let (_, served) = https_health(addr, &[old.der(), new.der()]).expect("serving TLS");
     assert_eq!(served, new.der(), "the new certificate is served");
-}
-
-// ----- a socket.io client (tests/e2e/client.js) -----
-
-struct JsClient {
-    child: Child,
-    events: mpsc::Receiver<Value>,
-}
-
-impl JsClient {
-    fn start() -> JsClient {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/client.js");
-        let mut child = Command::new("node")
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start node (is tests/e2e installed? npm ci --prefix tests/e2e)");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, events) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                eprintln!("client <- {line}");
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    let _ = tx.send(v);
-                }
-            }
-        });
-        JsClient { child, events }
-    }
-
-    fn send(&mut self, cmd: Value) {
-        let stdin = self.child.stdin.as_mut().expect("stdin");
-        writeln!(stdin, "{cmd}").expect("write to the client");
-    }
-
-    /// The data of the next event named `event` (others are skipped).
-    fn wait(&mut self, event: &str) -> Value {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "timed out waiting for event {event}");
-            if let Ok(v) = self.events.recv_timeout(left)
-                && v["event"] == event
-            {
-                return v["data"].clone();
-            }
-        }
-    }
-}
-
-impl Drop for JsClient {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

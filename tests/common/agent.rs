@@ -63,7 +63,8 @@ impl JsClient {
         (event["event"] == "connect").then_some(client)
     }
 
-    fn spawn() -> JsClient {
+    /// A client not connected yet: `send` it a `connect` op (with TLS options, say).
+    pub fn spawn() -> JsClient {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/client.js");
         let mut child = Command::new("node")
             .arg(script)
