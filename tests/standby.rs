@@ -6,7 +6,8 @@
 mod common;
 
 use common::{
-    Cluster, Install, alive, children_of, health, last_log, signal_pid, standby, wait_for, workers,
+    Cluster, Install, alive, children_of, health, signal_pid, standby, wait_backoff_grows,
+    wait_for, workers,
 };
 use nix::sys::signal::Signal;
 
@@ -154,14 +155,7 @@ fn a_standby_that_cannot_start_backs_off_without_hurting_the_slots() {
     install.break_it();
     let before = cluster.worker_pids();
     signal_pid(before[0], Signal::SIGKILL);
-    wait_for("three failed standby starts", || {
-        (cluster.count_log(&["slot=standby", "exit status: 3"]) >= 3).then_some(())
-    });
-    let line = last_log(&cluster, &["slot=standby", "restarting after backoff"]).unwrap();
-    assert!(
-        line.contains("failures=") && !line.contains("failures=1 "),
-        "backoff grows: {line}"
-    );
+    wait_backoff_grows(&cluster, "standby");
     let status = cluster.wait_ready();
     let pids: Vec<i32> = workers(&status).iter().map(pid_of).collect();
     assert_eq!(pids, [spare, before[1]]);

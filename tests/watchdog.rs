@@ -4,7 +4,8 @@
 mod common;
 
 use common::{
-    BIN, Cluster, Install, alive, health, last_log, signal_pid, wait_for, workers, zombies_of,
+    BIN, Cluster, Install, alive, health, signal_pid, wait_backoff_grows, wait_for, workers,
+    zombies_of,
 };
 use nix::sys::signal::Signal;
 
@@ -146,14 +147,7 @@ fn a_worker_that_cannot_start_does_not_take_the_master_down() {
 
     install.break_it();
     signal_pid(pids[0], Signal::SIGKILL);
-    wait_for("three failed starts", || {
-        (cluster.count_log(&["slot=0", "exit status: 3"]) >= 3).then_some(())
-    });
-    let line = last_log(&cluster, &["slot=0", "restarting after backoff"]).unwrap();
-    assert!(
-        line.contains("failures=") && !line.contains("failures=1 "),
-        "backoff grows: {line}"
-    );
+    wait_backoff_grows(&cluster, "0");
     let addr = cluster.addr();
     for _ in 0..5 {
         assert_eq!(

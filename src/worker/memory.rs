@@ -47,16 +47,16 @@ pub fn heap() -> (u64, u64) {
 
 /// Returns free heap pages to the OS (`malloc_trim`) when the RSS exceeds the heap in use by
 /// more than [`TRIM_ABOVE`] and more than the heap in use, at most every [`TRIM_EVERY`].
-/// `true`: it trimmed.
-pub fn trim_if_idle_heap(rss: u64, used: u64) -> bool {
+/// `Some(rss)`: it trimmed, and this is the RSS after.
+pub fn trim_if_idle_heap(rss: u64, used: u64) -> Option<u64> {
     let free = rss.saturating_sub(used);
     if free <= TRIM_ABOVE || free <= used {
-        return false;
+        return None;
     }
     let mut last = LAST_TRIM.lock().unwrap_or_else(|e| e.into_inner());
     let now = Instant::now();
     if last.is_some_and(|at| now.duration_since(at) < TRIM_EVERY) {
-        return false;
+        return None;
     }
     *last = Some(now);
     // SAFETY: malloc_trim only returns free memory of malloc's own arenas to the OS.
@@ -79,7 +79,7 @@ pub fn trim_if_idle_heap(rss: u64, used: u64) -> bool {
             "heap trim returned nothing"
         );
     }
-    true
+    Some(rss_after)
 }
 
 #[cfg(test)]
@@ -98,8 +98,8 @@ mod tests {
 
     #[test]
     fn a_small_or_busy_heap_is_not_trimmed() {
-        assert!(!trim_if_idle_heap(TRIM_ABOVE, 0));
-        assert!(!trim_if_idle_heap(TRIM_ABOVE * 7, TRIM_ABOVE * 4));
+        assert_eq!(trim_if_idle_heap(TRIM_ABOVE, 0), None);
+        assert_eq!(trim_if_idle_heap(TRIM_ABOVE * 7, TRIM_ABOVE * 4), None);
     }
 
     #[test]

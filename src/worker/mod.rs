@@ -375,10 +375,8 @@ async fn answer_heartbeat(
 /// This process's heartbeat answer.
 fn report(clients: u64, probe: &LagProbe) -> WorkerReport {
     let (heap_used, heap_total) = memory::heap();
-    let mut rss = memory::rss_of(std::process::id()).unwrap_or(0);
-    if memory::trim_if_idle_heap(rss, heap_used) {
-        rss = memory::rss_of(std::process::id()).unwrap_or(rss);
-    }
+    let rss = memory::rss_of(std::process::id()).unwrap_or(0);
+    let rss = memory::trim_if_idle_heap(rss, heap_used).unwrap_or(rss);
     WorkerReport {
         rss,
         heap_used,

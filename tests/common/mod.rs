@@ -263,6 +263,20 @@ pub fn last_log(cluster: &Cluster, needles: &[&str]) -> Option<String> {
         .rfind(|line| needles.iter().all(|n| line.contains(n)))
 }
 
+/// Waits for three failed starts in `slot` (a worker exiting with status 3, the broken binary
+/// of [`Install`]) and checks that its restart backoff has grown past the first failure.
+pub fn wait_backoff_grows(cluster: &Cluster, slot: &str) {
+    let slot = format!("slot={slot}");
+    wait_for("three failed starts", || {
+        (cluster.count_log(&[&slot, "exit status: 3"]) >= 3).then_some(())
+    });
+    let line = last_log(cluster, &[&slot, "restarting after backoff"]).expect("a backoff line");
+    assert!(
+        line.contains("failures=") && !line.contains("failures=1 "),
+        "backoff grows: {line}"
+    );
+}
+
 /// The standby workers of a status report (listed apart from `workers`).
 pub fn standby(status: &Value) -> Vec<Value> {
     status["standby"].as_array().cloned().unwrap_or_default()

@@ -397,19 +397,16 @@ impl Master {
 
     /// The next instant a timer of ours is due (restart backoff, drain deadlines, stop deadline).
     fn next_wakeup(&self) -> Option<Instant> {
-        // The standby's backoff only while a standby would be started at its end: a past instant
-        // here would wake the loop again at once.
-        let standby = self.standby.not_before.filter(|_| self.standby_missing());
         // Only backoffs still to come: one that has passed was seen by `reconcile`, which
-        // started the worker or is waiting for an event (a successor starting); waking for it
-        // again would spin the loop until then.
+        // started the worker or is waiting for an event (a successor starting, every slot ready
+        // for the standby); waking for it again would spin the loop until then.
         let now = Instant::now();
         let restarts = self
             .slots
             .iter()
             .chain(&self.relay)
+            .chain(std::iter::once(&self.standby))
             .filter_map(|s| s.not_before)
-            .chain(standby)
             .filter(|t| *t > now);
         let drains = self.workers.values().filter_map(|w| w.kill_at);
         let stop = match self.phase {

@@ -78,7 +78,7 @@ impl Master {
 
     /// A standby is wanted, there is none, and every slot is ready (so a standby starting never
     /// competes with the slots' own workers for the CPU).
-    pub(super) fn standby_missing(&self) -> bool {
+    fn standby_missing(&self) -> bool {
         self.config.cluster.standby_workers > 0 && self.ready_sent && self.standby.active.is_none()
     }
 
@@ -342,8 +342,6 @@ impl Master {
         if slot.successor == Some(pid) {
             slot.successor = None;
         }
-        // The slot has a ready worker: a pending restart delay is moot.
-        slot.not_before = None;
         if let Some(old) = old {
             let why = match self.workers.get(&old) {
                 Some(w) if w.recycle => "replaced after crossing a memory limit",
