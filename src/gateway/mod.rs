@@ -14,6 +14,7 @@ pub mod events;
 pub mod rabbit;
 pub mod secret;
 pub mod session;
+pub mod wire;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
