@@ -10,6 +10,12 @@
 //! - [`engineio`]: engine.io v3/v4 packets (`EIO=3` / `EIO=4`) and the socket.io v4/v5 packets
 //!   they carry, for the websocket transport (today's clients: socket.io-client 2.x / 4.x,
 //!   python-socketio 5).
+//! - [`legacy`]: socket.io 0.9 (protocol revision 1, what the ActiveStack JS and iOS SDKs speak):
+//!   `type:id:endpoint:data` frames, the `/socket.io/1/` handshake body, and session ids that
+//!   verify themselves on any worker.
+//!
+//! Centrifugo's JSON protocol, the third framing the connection layer will speak, is to join
+//! them as a module of its own.
 //!
 //! Every decoder is total: any input gives `Ok` or a typed error, never a panic (indexing and
 //! unwrapping are denied by clippy outside tests), and nothing is allocated for a length the
@@ -41,6 +47,7 @@
 )]
 
 pub mod engineio;
+pub mod legacy;
 pub mod websocket;
 
 /// A value could not be serialized to JSON (a map with non-string keys, a failing `Serialize`
