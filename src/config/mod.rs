@@ -102,6 +102,9 @@ pub struct FrontendConfig {
     pub session_secret: Option<String>,
     /// `frontend.clientMessageResendInterval` (ms), default 7500.
     pub client_message_resend_interval: Duration,
+    /// `frontend.maxMessageSize` (bytes), default 1 MiB: the longest websocket message a client
+    /// may send.
+    pub max_message_size: usize,
     /// `frontend.flash_policy_port`: obsolete, accepted and ignored.
     pub flash_policy_port: Option<u16>,
 }
@@ -191,8 +194,9 @@ pub struct RabbitMqConfig {
     pub password: String,
     pub vhost: String,
     pub durable: bool,
-    /// `gateway.rabbitmq.clientQueueExpires`: the client queues' `x-expires`.
-    pub client_queue_expires: Duration,
+    /// `gateway.rabbitmq.clientQueueExpires`: the client queues' `x-expires`; `None` (the
+    /// default): declared with no arguments, as the backend declares them.
+    pub client_queue_expires: Option<Duration>,
 }
 
 /// What [`Config::load`] / [`Config::parse`] / [`Config::resolve`] give: the config and the
@@ -278,6 +282,7 @@ impl Default for FrontendConfig {
             cert_auth: None,
             session_secret: None,
             client_message_resend_interval: Duration::from_millis(7500),
+            max_message_size: 1024 * 1024,
             flash_policy_port: None,
         }
     }
@@ -314,7 +319,7 @@ impl Default for RabbitMqConfig {
             password: "guest".to_string(),
             vhost: "/".to_string(),
             durable: false,
-            client_queue_expires: Duration::from_secs(3600),
+            client_queue_expires: None,
         }
     }
 }

@@ -171,6 +171,7 @@ frontend.certificate=/etc/cert.pem
 frontend.cert_auth=/etc/ca.pem
 frontend.session_secret=s3cret
 frontend.clientMessageResendInterval=1
+frontend.maxMessageSize=2048
 gateway.socketio.timeout=60
 gateway.socketio.interval=59
 gateway.redis.host=redis.example
@@ -241,6 +242,7 @@ relay.maxInFlight=10
         c.frontend.client_message_resend_interval,
         Duration::from_millis(1)
     );
+    assert_eq!(c.frontend.max_message_size, 2048);
     assert_eq!(c.gateway.socketio.timeout, Duration::from_secs(60));
     assert_eq!(c.gateway.socketio.interval, Duration::from_secs(59));
     assert_eq!(c.gateway.redis.host, "redis.example");
@@ -257,7 +259,7 @@ relay.maxInFlight=10
     assert!(c.gateway.rabbitmq.durable);
     assert_eq!(
         c.gateway.rabbitmq.client_queue_expires,
-        Duration::from_secs(90)
+        Some(Duration::from_secs(90))
     );
     let relay = RelayConfig {
         enabled: true,
