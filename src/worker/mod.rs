@@ -200,7 +200,7 @@ async fn serve(
         },
         tls,
     );
-    server.mount(gateway.layer());
+    server.mount(gateway.handshakes());
     let (acceptor, mut conns) = Acceptor::start(listener).map_err(WorkerError::Accept)?;
     if args.standby {
         tracing::info!(generation, "activated: the standby now serves slot {slot}");
@@ -238,7 +238,7 @@ async fn serve(
                     answer_heartbeat(&mut channel, seq, clients, &probe).await?;
                 }
                 Some(ToWorker::Drain { timeout_ms }) => {
-                    start_drain(&acceptor, &mut drain_deadline, Duration::from_millis(timeout_ms));
+                    start_drain(&acceptor, &gateway, &mut drain_deadline, Duration::from_millis(timeout_ms));
                     let clients = server.as_ref().map_or(0, HttpServer::clients);
                     channel.sender.send(&ToMaster::Draining { clients }).await?;
                 }
@@ -270,7 +270,7 @@ async fn serve(
                 }
                 // Reloads are the master's business (a hangup must not kill a worker).
                 SIGHUP => tracing::debug!("SIGHUP ignored: send it to the master"),
-                _ => start_drain(&acceptor, &mut drain_deadline, cluster.drain_timeout),
+                _ => start_drain(&acceptor, &gateway, &mut drain_deadline, cluster.drain_timeout),
             },
             () = async { if let Some(c) = closing.as_mut() { c.await } }, if closing.is_some() => {
                 tracing::info!("drained: all connections closed");
@@ -291,13 +291,21 @@ async fn serve(
     Ok(())
 }
 
-fn start_drain(acceptor: &Acceptor, deadline: &mut Option<Instant>, timeout: Duration) {
+/// Stops accepting; HTTP connections finish their requests, the gateway closes its clients'
+/// connections (they reconnect to other workers).
+fn start_drain(
+    acceptor: &Acceptor,
+    gateway: &Gateway,
+    deadline: &mut Option<Instant>,
+    timeout: Duration,
+) {
     if deadline.is_none() {
         tracing::info!(
             timeout_ms = timeout.as_millis() as u64,
             "draining: no new connections"
         );
         acceptor.stop();
+        gateway.drain();
         *deadline = Some(Instant::now() + timeout);
     }
 }
