@@ -10,6 +10,8 @@
 //! vhost the echo agents and doubles of other test processes would compete for the requests.
 //! Here the double is the only consumer: its log is everything the gateway sent, in arrival
 //! order, and its state (the client registry, the `UserToken` rows, `eolClients`) is its own.
+//! (Doubles sharing `/` with their state in Redis would still lose requests to the echo agents,
+//! which answer differently, and could not tell the order of one client's requests.)
 //!
 //! # How it runs
 //! Its own thread with a current-thread tokio runtime and lapin. Like Percero's one Spring
