@@ -10,7 +10,8 @@ use std::time::Instant;
 
 use activestack_gateway::gateway::session::Session;
 use common::agent::{JsClient, SECRET, gateway_config, start_agent, wait_ready_messages};
-use common::{Cluster, DEADLINE};
+use common::percero::{self, Percero};
+use common::{Cluster, DEADLINE, keys};
 use serde_json::{Value, json};
 
 fn start() -> Cluster {
@@ -89,31 +90,44 @@ fn a_client_that_leaves_is_freed() {
     cluster.wait_log(&["connection ended", &session.client_id]);
 }
 
+/// As in production: the unacked push goes back to the old client's queue when its socket
+/// goes, and the Percero backend's renameClient moves it to the new queue when the ReconnectRequest
+/// reaches it (the gateway itself only consumes its own queue). Against the Percero double, in
+/// a vhost of its own, with client queues declared as Percero expects (no arguments).
 #[test]
 fn unacked_push_survives_a_reconnect() {
-    let cluster = start();
+    let percero = Percero::start();
+    let cluster = Cluster::start_unset(
+        &["gateway.rabbitmq.clientQueueExpires"],
+        &percero.gateway_config(),
+    );
     let mut first = JsClient::connect(&cluster);
-    let (key, old) = first.gateway_connect();
-    first.emit("testCall", json!({"cn": "TestCall", "messageId": "keep"}));
+    first.emit("message", json!({"connect": true}));
+    first.wait("gatewayConnectAck", |_| true);
+    let (key, old) = percero::log_in(&percero, &mut first, "alice");
+    let old_id = keys::client_id(&old);
+    first.emit(
+        "testCall",
+        json!({"cn": "com.percero.agents.auth.vo.AuthRequest", "messageId": "keep"}),
+    );
     first.push_for("keep");
     first.close();
     drop(first);
+    // Given back to the old queue.
+    percero.wait_messages(&old_id, 1);
 
     let mut second = JsClient::connect(&cluster);
     second.emit("message", json!({"reconnect": {"reconnectId": key}}));
-    let new_key = second.wait("gatewayConnectAck", |_| true);
-    let new = Session::verify(new_key.as_str().unwrap(), SECRET.as_bytes()).unwrap();
-    assert_ne!(new.client_id, old.client_id);
-    assert_eq!(
-        new.existing_client_id.as_deref(),
-        Some(old.client_id.as_str())
-    );
+    let new = keys::session(&second.wait("gatewayConnectAck", |_| true));
+    assert_ne!(keys::client_id(&new), old_id);
+    assert_eq!(new["existingClientId"], old_id.as_str());
     let push = second.push_for("keep");
-    assert_eq!(push["clientId"], old.client_id.as_str());
+    assert_eq!(push["clientId"], old_id.as_str());
     second.emit(
         "message",
         json!({"ack": {"correspondingMessageId": "keep"}}),
     );
+    percero.wait_messages(&keys::client_id(&new), 0);
 }
 
 #[test]
