@@ -239,7 +239,7 @@ async fn serve(
                 }
                 Some(ToWorker::Drain { timeout_ms }) => {
                     start_drain(&acceptor, &gateway, &mut drain_deadline, Duration::from_millis(timeout_ms));
-                    let clients = server.as_ref().map_or(0, HttpServer::clients);
+                    let clients = server.as_ref().map_or(0, HttpServer::clients) + gateway.clients();
                     channel.sender.send(&ToMaster::Draining { clients }).await?;
                 }
                 Some(ToWorker::Push { id, audience, data }) => {

@@ -1288,6 +1288,17 @@ pub fn log_in(
     client: &mut super::agent::JsClient,
     account: &str,
 ) -> (String, Value) {
+    log_in_on(percero, client, account, DEVICE)
+}
+
+/// [`log_in`] from device `device` (Percero finds a reconnecting client's older clients by
+/// device: users of one test must not share a device unless the test means them to).
+pub fn log_in_on(
+    percero: &Percero,
+    client: &mut super::agent::JsClient,
+    account: &str,
+    device: &str,
+) -> (String, Value) {
     let message_id = format!("login-{account}-{:08x}", fastrand::u32(..));
     client.emit(
         "authenticateOAuthCode",
@@ -1295,7 +1306,7 @@ pub fn log_in(
             "cn": classes::OAUTH_CODE_REQUEST,
             "authProvider": AUTH_PROVIDER,
             "code": account,
-            "deviceId": DEVICE,
+            "deviceId": device,
             "messageId": message_id,
         }),
     );
