@@ -372,6 +372,30 @@ pub(crate) static KEYS: &[KeySpec] = &[
         get: |c| c.frontend.max_message_size.to_string(),
     },
     KeySpec {
+        name: "frontend.maxRequestsPerSecond",
+        unit: "requests/s",
+        default: "0",
+        doc: "Request events one client may send per second (bursts of one second's worth); \
+              the rest are refused with gatewayError rateLimited and not forwarded. 0 = no \
+              limit, as the Node gateway had none.",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.frontend.max_requests_per_second, rate(v)?),
+        get: |c| c.frontend.max_requests_per_second.to_string(),
+    },
+    KeySpec {
+        name: "frontend.headerTimeout",
+        unit: "ms",
+        default: "10000",
+        doc: "An HTTP connection must send a whole request head within this long of opening, \
+              and of its previous answer (so it is also how long an idle keep-alive connection \
+              stays open); otherwise it is closed. Websockets are not affected once upgraded.",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.frontend.header_timeout, millis(v, 100)?),
+        get: |c| ms(c.frontend.header_timeout),
+    },
+    KeySpec {
         name: FLASH_POLICY_PORT,
         unit: "port",
         default: "",
@@ -558,6 +582,23 @@ pub(crate) static KEYS: &[KeySpec] = &[
                 .client_queue_expires
                 .map_or("0".into(), ms)
         },
+    },
+    KeySpec {
+        name: "gateway.rabbitmq.maxQueueDeclaresPerSecond",
+        unit: "declares/s",
+        default: "500",
+        doc: "Client queues one worker declares per second at most (bursts of one second's \
+              worth): a connect over it waits its turn, so a flood of connects cannot flood \
+              RabbitMQ. 0 = no limit.",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| {
+            set(
+                &mut c.gateway.rabbitmq.max_queue_declares_per_second,
+                rate(v)?,
+            )
+        },
+        get: |c| c.gateway.rabbitmq.max_queue_declares_per_second.to_string(),
     },
     KeySpec {
         name: "relay.enabled",
@@ -754,6 +795,14 @@ fn millis(v: &str, min: u64) -> Result<Duration, String> {
         return Err(format!("must be at most {MAX_MILLIS} (24 hours)"));
     }
     Ok(Duration::from_millis(n))
+}
+
+fn rate(v: &str) -> Result<u32, String> {
+    match whole(v) {
+        Some(n) if n <= 1_000_000 => Ok(n as u32),
+        Some(_) => Err("must be at most 1000000".into()),
+        None => Err("expected a whole number per second (0 = no limit)".into()),
+    }
 }
 
 fn max_message_size(v: &str) -> Result<usize, String> {

@@ -105,6 +105,10 @@ pub struct FrontendConfig {
     /// `frontend.maxMessageSize` (bytes), default 1 MiB: the longest websocket message a client
     /// may send.
     pub max_message_size: usize,
+    /// `frontend.maxRequestsPerSecond`: per client; 0 = no limit (the default).
+    pub max_requests_per_second: u32,
+    /// `frontend.headerTimeout` (ms), default 10 s: for a request head, and between requests.
+    pub header_timeout: Duration,
     /// `frontend.flash_policy_port`: obsolete, accepted and ignored.
     pub flash_policy_port: Option<u16>,
 }
@@ -197,6 +201,8 @@ pub struct RabbitMqConfig {
     /// `gateway.rabbitmq.clientQueueExpires`: the client queues' `x-expires`; `None` (the
     /// default): declared with no arguments, as the backend declares them.
     pub client_queue_expires: Option<Duration>,
+    /// `gateway.rabbitmq.maxQueueDeclaresPerSecond`, per worker; 0 = no limit.
+    pub max_queue_declares_per_second: u32,
 }
 
 /// What [`Config::load`] / [`Config::parse`] / [`Config::resolve`] give: the config and the
@@ -283,6 +289,8 @@ impl Default for FrontendConfig {
             session_secret: None,
             client_message_resend_interval: Duration::from_millis(7500),
             max_message_size: 1024 * 1024,
+            max_requests_per_second: 0,
+            header_timeout: Duration::from_secs(10),
             flash_policy_port: None,
         }
     }
@@ -320,6 +328,7 @@ impl Default for RabbitMqConfig {
             vhost: "/".to_string(),
             durable: false,
             client_queue_expires: None,
+            max_queue_declares_per_second: 500,
         }
     }
 }

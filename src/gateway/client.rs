@@ -22,6 +22,7 @@ use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
 use super::events::{self, Kind};
+use super::limits::{TokenBucket, Warn, WarnBudget, loggable};
 use super::rabbit::{RabbitError, Settle};
 use super::session::{Session, SessionError};
 
@@ -40,8 +41,9 @@ pub trait Effects<D> {
     /// Declares the client queue `queue` and consumes it; the outcome comes back through
     /// [`Client::on_subscribed`].
     fn subscribe(&mut self, queue: &str);
-    /// Stops consuming the client queue (what it left unacked the client settles itself).
-    fn unsubscribe(&mut self);
+    /// Stops consuming the client queue (what it left unacked the client settles itself), and
+    /// deletes the queue once its consumer is gone if `then` says so.
+    fn unsubscribe(&mut self, then: AfterCancel);
     fn settle(&mut self, delivery: D, how: Settle);
     /// The socket is one of `user`'s sockets now (pushes to the user reach it), or no longer.
     fn join_user(&mut self, user: &str);
@@ -61,6 +63,23 @@ pub enum Close {
     EndOfLife,
     /// The broker deleted or cancelled the client queue.
     QueueGone,
+}
+
+/// What becomes of the client queue once its consumer is cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterCancel {
+    /// Left to the backend (Percero moves its messages on a reconnect, or removes it).
+    Keep,
+    /// Deleted: the client never logged in, so the backend never knew it and no reconnect can
+    /// take its queue over. Anonymous connections leave no queue behind.
+    Delete,
+}
+
+/// Per-client limits (`frontend.maxRequestsPerSecond`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    /// Request events forwarded per second (burst: one second's worth); 0 = no limit.
+    pub requests_per_second: u32,
 }
 
 /// What to do once a publish has been confirmed (or has failed).
@@ -98,6 +117,8 @@ pub enum ClientError {
     UnknownEvent(String),
     #[error("the client queue is not available: {0}")]
     Queue(String),
+    #[error("{0} refused: more than {1} requests a second (frontend.maxRequestsPerSecond)")]
+    RateLimited(String, u32),
     #[error(transparent)]
     Rabbit(#[from] RabbitError),
 }
@@ -111,6 +132,7 @@ impl ClientError {
             ClientError::Malformed(_) => "malformed",
             ClientError::UnknownEvent(_) => "unknownEvent",
             ClientError::Queue(_) => "unavailable",
+            ClientError::RateLimited(..) => "rateLimited",
             ClientError::Rabbit(RabbitError::Unroutable { .. }) => "unroutable",
             ClientError::Rabbit(_) => "unavailable",
         }
@@ -153,22 +175,40 @@ pub struct Client<D> {
     queue: Queue,
     /// Unacked pushes by their `correspondingMessageId`.
     pending: HashMap<String, Pending<D>>,
-}
-
-impl<D> Default for Client<D> {
-    fn default() -> Self {
-        Client::new()
-    }
+    /// The session was logged in at some point (or took over a logged-in one): the backend
+    /// knows the client and manages its queue.
+    known_to_backend: bool,
+    /// `frontend.maxRequestsPerSecond`, if set.
+    requests: Option<(TokenBucket, u32)>,
+    /// How many of this client's warnings get logged.
+    warnings: WarnBudget,
 }
 
 impl<D> Client<D> {
     /// A client with a fresh session (a new random client id).
-    pub fn new() -> Client<D> {
+    pub fn new(limits: Limits) -> Client<D> {
+        let rate = limits.requests_per_second;
         Client {
             session: Session::new(),
             dirty: true,
             queue: Queue::None,
             pending: HashMap::new(),
+            known_to_backend: false,
+            requests: (rate > 0).then(|| (TokenBucket::new(rate, rate, Instant::now()), rate)),
+            warnings: WarnBudget::default(),
+        }
+    }
+
+    /// Whether a warning this client caused may be logged (a few per window; the rest are
+    /// counted and reported with the next one that is).
+    fn may_log(&mut self) -> bool {
+        match self.warnings.admit(Instant::now()) {
+            Warn::Log => true,
+            Warn::LogAfterSuppressing(n) => {
+                tracing::warn!(client = %self.session.client_id, suppressed = n, "more warnings about this client were left out of the log");
+                true
+            }
+            Warn::Suppress => false,
         }
     }
 
@@ -191,13 +231,16 @@ impl<D> Client<D> {
     }
 
     fn warn(
-        &self,
+        &mut self,
         effects: &mut impl Effects<D>,
         event: &str,
         error: &ClientError,
         id: Option<&Value>,
     ) {
-        tracing::warn!(client = %self.session.client_id, event, "{error}");
+        let event = loggable(event);
+        if self.may_log() {
+            tracing::warn!(client = %self.session.client_id, event = %event, "{error}");
+        }
         effects.emit(
             events::ERROR,
             &json!({"event": event, "messageId": id, "error": error.code(), "message": error.to_string()}),
@@ -232,8 +275,11 @@ impl<D> Client<D> {
             );
         };
         for key in map.keys() {
-            if !matches!(key.as_str(), "connect" | "reconnect" | "ack" | "hibernate") {
-                tracing::warn!(client = %self.session.client_id, key, "ignoring an unknown message key");
+            if !matches!(key.as_str(), "connect" | "reconnect" | "ack" | "hibernate")
+                && self.may_log()
+            {
+                let key = loggable(key);
+                tracing::warn!(client = %self.session.client_id, key = %key, "ignoring an unknown message key");
             }
         }
         if let Some(reconnect) = map.get("reconnect") {
@@ -262,7 +308,9 @@ impl<D> Client<D> {
             }
             Queue::Disposed => {}
             Queue::Subscribing { .. } | Queue::Subscribed => {
-                tracing::warn!(client = %self.session.client_id, "connect on a connected client: sending the session again");
+                if self.may_log() {
+                    tracing::warn!(client = %self.session.client_id, "connect on a connected client: sending the session again");
+                }
                 self.dirty = true;
                 self.send_session(ctx, effects);
             }
@@ -291,10 +339,13 @@ impl<D> Client<D> {
             }
         };
         if !matches!(self.queue, Queue::None) {
-            tracing::warn!(client = %self.session.client_id, "reconnect on a connected client ignored");
+            if self.may_log() {
+                tracing::warn!(client = %self.session.client_id, "reconnect on a connected client ignored");
+            }
             return;
         }
         if let Some(old) = old.filter(|old| old.client_id != self.session.client_id) {
+            self.known_to_backend |= old.logged_in();
             self.session.adopt_existing(old);
             self.dirty = true;
         }
@@ -307,8 +358,10 @@ impl<D> Client<D> {
         }
     }
 
-    fn refuse_key(&self, error: &SessionError, effects: &mut impl Effects<D>) {
-        tracing::warn!(client = %self.session.client_id, "reconnect refused: {error}");
+    fn refuse_key(&mut self, error: &SessionError, effects: &mut impl Effects<D>) {
+        if self.may_log() {
+            tracing::warn!(client = %self.session.client_id, "reconnect refused: {error}");
+        }
         effects.emit(
             events::ERROR,
             &json!({"event": "reconnect", "error": "badReconnectId", "message": error.to_string()}),
@@ -386,7 +439,7 @@ impl<D> Client<D> {
         let message_id = data.as_ref().and_then(|d| d.get("messageId")).cloned();
         let connected = self.connected();
         let problem = match (events::kind(event), &data) {
-            (Kind::Unknown, _) => Some(ClientError::UnknownEvent(event.into())),
+            (Kind::Unknown, _) => Some(ClientError::UnknownEvent(loggable(event).into_owned())),
             _ if !connected => Some(ClientError::NotConnected(event.into())),
             (Kind::AfterLogin, _) if !self.session.logged_in() => {
                 Some(ClientError::NotLoggedIn(event.into()))
@@ -394,6 +447,10 @@ impl<D> Client<D> {
             (_, Some(Value::Object(_))) => None,
             _ => Some(ClientError::Malformed(event.into())),
         };
+        let problem = problem.or_else(|| {
+            let (bucket, rate) = self.requests.as_mut()?;
+            (!bucket.try_take(ctx.now)).then(|| ClientError::RateLimited(event.into(), *rate))
+        });
         if let Some(problem) = problem {
             return self.warn(effects, event, &problem, message_id.as_ref());
         }
@@ -631,6 +688,7 @@ impl<D> Client<D> {
             self.session.token = token.get("token").and_then(text);
             self.session.device_id = token.get("deviceId").and_then(text);
             self.dirty = true;
+            self.known_to_backend |= self.session.logged_in();
             if previous != self.session.user_id {
                 if let Some(previous) = &previous {
                     effects.leave_user(previous);
@@ -701,7 +759,16 @@ impl<D> Client<D> {
         match std::mem::replace(&mut self.queue, Queue::Disposed) {
             Queue::Disposed => return false,
             Queue::None => {}
-            Queue::Subscribing { .. } | Queue::Subscribed => effects.unsubscribe(),
+            Queue::Subscribing { .. } | Queue::Subscribed => {
+                effects.unsubscribe(if self.known_to_backend {
+                    AfterCancel::Keep
+                } else {
+                    AfterCancel::Delete
+                })
+            }
+        }
+        if self.warnings.suppressed() > 0 {
+            tracing::warn!(client = %self.session.client_id, suppressed = self.warnings.suppressed(), "more warnings about this client were left out of the log");
         }
         for (_, pending) in self.pending.drain() {
             effects.settle(pending.delivery, Settle::Requeue);

@@ -33,7 +33,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep, sleep_until};
 
 use super::Shared;
-use super::client::{Client, Close, Context, Effects, Then};
+use super::client::{AfterCancel, Client, Close, Context, Effects, Then};
 use super::fanout::Membership;
 use super::framing::{Framing, Received};
 use super::rabbit::{Rabbit, RabbitError, Settle, Subscription, Unsettled};
@@ -84,6 +84,7 @@ struct Io<F> {
     /// Deliveries to ack once the output up to the offset has been written.
     after_write: VecDeque<(usize, Unsettled)>,
     rabbit: Arc<Rabbit>,
+    declares: Arc<super::limits::SharedRate>,
     /// The client queue's name, once the client has asked for it.
     queue: Option<String>,
     subscribing: Option<(
@@ -91,8 +92,9 @@ struct Io<F> {
         Subscribing,
     )>,
     subscription: Option<Subscription>,
-    /// The consumer was cancelled: its stream is only drained now.
-    cancelled: bool,
+    /// The consumer was cancelled: its stream is only drained now; and what becomes of the
+    /// queue once it is.
+    cancelled: Option<AfterCancel>,
     confirms: FuturesUnordered<BoxFuture<'static, (Then, Result<(), RabbitError>)>>,
     /// Publishes that finished on their first poll, to be reported on the next turn.
     done: Vec<(Then, Result<(), RabbitError>)>,
@@ -135,11 +137,21 @@ impl<F: Framing> Effects<Unsettled> for Io<F> {
 
     fn subscribe(&mut self, queue: &str) {
         self.queue = Some(queue.to_string());
-        self.subscribing = Some((Box::pin(self.rabbit.subscribe(queue)), Subscribing::First));
+        // `gateway.rabbitmq.maxQueueDeclaresPerSecond`: a connect over the worker's rate waits
+        // its turn (it is not refused).
+        let wait = self.declares.reserve(Instant::now());
+        let subscribe = self.rabbit.subscribe(queue);
+        let subscribing = async move {
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            subscribe.await
+        };
+        self.subscribing = Some((Box::pin(subscribing), Subscribing::First));
     }
 
-    fn unsubscribe(&mut self) {
-        self.cancelled = true;
+    fn unsubscribe(&mut self, then: AfterCancel) {
+        self.cancelled = Some(then);
         if let Some(subscription) = &self.subscription {
             subscription.cancel();
         }
@@ -218,6 +230,8 @@ enum IoEvent {
     /// The client closed its side.
     Eof,
     Failed(String),
+    /// The client broke the websocket protocol, or sent a message over the size limit.
+    Refused(websocket::WsError),
 }
 
 /// Runs one client connection until it has closed and settled everything.
@@ -233,16 +247,17 @@ where
         written: 0,
         after_write: VecDeque::new(),
         rabbit: shared.rabbit.clone(),
+        declares: shared.declares.clone(),
         queue: None,
         subscribing: None,
         subscription: None,
-        cancelled: false,
+        cancelled: None,
         confirms: FuturesUnordered::new(),
         done: Vec::new(),
         membership: shared.registry.join(),
         closing: None,
     };
-    let mut client: Client<Unsettled> = Client::new();
+    let mut client: Client<Unsettled> = Client::new(shared.limits);
     let mut decoder = websocket::Decoder::new(shared.max_message);
     let mut inbox: Vec<Message> = Vec::new();
     let mut draining = shared.draining.subscribe();
@@ -292,22 +307,35 @@ where
         }
         tokio::select! {
             event = std::future::poll_fn(|cx| poll_io(cx, &mut io, &mut fx.out, fx.written, &mut decoder, &mut inbox, reading)) => {
-                match event {
-                    (n, Ok(IoEvent::Wrote)) => fx.wrote(n),
-                    (n, Ok(IoEvent::Read)) => {
-                        fx.wrote(n);
+                fx.wrote(event.0);
+                match event.1 {
+                    IoEvent::Wrote => {}
+                    IoEvent::Read => {
                         for message in inbox.drain(..) {
                             on_message(message, &ctx, &mut client, &mut fx, &peer);
                         }
                     }
-                    (n, Ok(IoEvent::Eof)) => {
-                        fx.wrote(n);
+                    IoEvent::Eof => {
                         tracing::debug!(sid = %peer.sid, "the client closed the connection");
+                        fx.abandon_output();
                         peer_gone(&mut client, &mut fx);
                     }
-                    (_, Ok(IoEvent::Failed(why)) | Err(why)) => {
+                    IoEvent::Failed(why) => {
                         tracing::debug!(sid = %peer.sid, "connection closed: {why}");
                         fx.abandon_output();
+                        peer_gone(&mut client, &mut fx);
+                    }
+                    IoEvent::Refused(error) => {
+                        // What came before the bad frame is the client's still.
+                        for message in inbox.drain(..) {
+                            on_message(message, &ctx, &mut client, &mut fx, &peer);
+                        }
+                        if let websocket::WsError::TooBig { size, max } = &error {
+                            tracing::warn!(sid = %peer.sid, addr = ?peer.addr, size, max, "connection closed: a message over frontend.maxMessageSize");
+                        } else {
+                            tracing::debug!(sid = %peer.sid, "connection closed: websocket protocol error: {error}");
+                        }
+                        websocket::encode_close(error.close_code(), "", &mut fx.out);
                         peer_gone(&mut client, &mut fx);
                     }
                 }
@@ -438,7 +466,7 @@ fn on_delivery<F: Framing>(
         // requeued what it had not acked. Consume again, on an open channel.
         Some(Err(e)) => {
             fx.subscription = None;
-            if fx.cancelled || fx.closing.is_some() {
+            if fx.cancelled.is_some() || fx.closing.is_some() {
                 return;
             }
             if let Some(queue) = fx.queue.clone() {
@@ -449,8 +477,10 @@ fn on_delivery<F: Framing>(
         // Cancelled: by us (disposal), or by the broker (the queue was deleted).
         None => {
             fx.subscription = None;
-            if !fx.cancelled {
-                client.on_queue_gone(fx);
+            match (fx.cancelled, &fx.queue) {
+                (None, _) => client.on_queue_gone(fx),
+                (Some(AfterCancel::Delete), Some(queue)) => fx.rabbit.delete_queue(queue),
+                (Some(AfterCancel::Keep), _) | (_, None) => {}
             }
         }
     }
@@ -468,7 +498,7 @@ fn on_subscribed<F: Framing>(
     };
     match (result, purpose) {
         (Ok(subscription), purpose) => {
-            if fx.cancelled {
+            if fx.cancelled.is_some() {
                 // Disposed while subscribing: give it back (and drain what arrives).
                 subscription.cancel();
             }
@@ -496,38 +526,33 @@ fn poll_io<IO: AsyncRead + AsyncWrite + Unpin>(
     decoder: &mut websocket::Decoder,
     inbox: &mut Vec<Message>,
     reading: bool,
-) -> Poll<(usize, Result<IoEvent, String>)> {
+) -> Poll<(usize, IoEvent)> {
+    let failed = |n, why: String| Poll::Ready((n, IoEvent::Failed(why)));
     let mut n = 0;
     while written + n < out.len() {
         match Pin::new(&mut *io).poll_write(cx, &out[written + n..]) {
-            Poll::Ready(Ok(0)) => {
-                return Poll::Ready((n, Ok(IoEvent::Failed("socket closed for writing".into()))));
-            }
+            Poll::Ready(Ok(0)) => return failed(n, "socket closed for writing".into()),
             Poll::Ready(Ok(k)) => n += k,
-            Poll::Ready(Err(e)) => {
-                return Poll::Ready((n, Ok(IoEvent::Failed(format!("write: {e}")))));
-            }
+            Poll::Ready(Err(e)) => return failed(n, format!("write: {e}")),
             Poll::Pending => break,
         }
     }
     if n > 0 && written + n == out.len() {
         // TLS holds records until flushed; a plain socket's flush does nothing.
         if let Poll::Ready(Err(e)) = Pin::new(&mut *io).poll_flush(cx) {
-            return Poll::Ready((n, Ok(IoEvent::Failed(format!("flush: {e}")))));
+            return failed(n, format!("flush: {e}"));
         }
     }
     if reading {
         let read = SCRATCH.with_borrow_mut(|buf| {
             let mut read_buf = ReadBuf::new(buf);
             match Pin::new(&mut *io).poll_read(cx, &mut read_buf) {
-                Poll::Ready(Ok(())) if read_buf.filled().is_empty() => {
-                    Poll::Ready(Ok(IoEvent::Eof))
-                }
+                Poll::Ready(Ok(())) if read_buf.filled().is_empty() => Poll::Ready(IoEvent::Eof),
                 Poll::Ready(Ok(())) => match decoder.feed(read_buf.filled(), inbox) {
-                    Ok(()) => Poll::Ready(Ok(IoEvent::Read)),
-                    Err(e) => Poll::Ready(Err(format!("websocket: {e}"))),
+                    Ok(()) => Poll::Ready(IoEvent::Read),
+                    Err(e) => Poll::Ready(IoEvent::Refused(e)),
                 },
-                Poll::Ready(Err(e)) => Poll::Ready(Ok(IoEvent::Failed(format!("read: {e}")))),
+                Poll::Ready(Err(e)) => Poll::Ready(IoEvent::Failed(format!("read: {e}"))),
                 Poll::Pending => Poll::Pending,
             }
         });
@@ -536,7 +561,7 @@ fn poll_io<IO: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     if n > 0 {
-        Poll::Ready((n, Ok(IoEvent::Wrote)))
+        Poll::Ready((n, IoEvent::Wrote))
     } else {
         Poll::Pending
     }

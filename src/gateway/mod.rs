@@ -24,6 +24,7 @@ pub mod events;
 pub mod fanout;
 pub mod framing;
 pub mod handshake;
+pub mod limits;
 pub mod rabbit;
 pub mod secret;
 pub mod session;
@@ -84,6 +85,10 @@ pub struct Shared {
     draining: watch::Sender<bool>,
     /// `frontend.maxMessageSize`: the longest websocket message a client may send.
     max_message: usize,
+    /// Per-client limits.
+    limits: client::Limits,
+    /// `gateway.rabbitmq.maxQueueDeclaresPerSecond`, for the whole worker.
+    declares: Arc<limits::SharedRate>,
     socketio: SocketIoConfig,
 }
 
@@ -128,6 +133,12 @@ impl Gateway {
             registry,
             draining: watch::Sender::new(false),
             max_message: config.frontend.max_message_size,
+            limits: client::Limits {
+                requests_per_second: config.frontend.max_requests_per_second,
+            },
+            declares: Arc::new(limits::SharedRate::new(
+                config.gateway.rabbitmq.max_queue_declares_per_second,
+            )),
             socketio: config.gateway.socketio.clone(),
         });
         Ok(Gateway { shared, fanout })

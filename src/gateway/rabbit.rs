@@ -20,7 +20,7 @@ use lapin::message::BasicReturnMessage;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
     BasicPublishOptions, BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, DeliveryTag, FieldTable};
@@ -255,6 +255,26 @@ impl Rabbit {
                 .await?;
             Ok(Subscription { channel, consumer })
         }
+    }
+
+    /// Deletes the client queue `queue` if nobody consumes it (a queue an anonymous client
+    /// leaves behind), in the background.
+    pub fn delete_queue(self: &Arc<Self>, queue: &str) {
+        let rabbit = self.clone();
+        let queue = queue.to_string();
+        send_now(async move {
+            let options = QueueDeleteOptions {
+                if_unused: true,
+                ..QueueDeleteOptions::default()
+            };
+            let deleted = match rabbit.declare_channel().await {
+                Ok(channel) => channel.queue_delete(&queue, options).await.map(|_| ()),
+                Err(e) => return tracing::debug!(queue, "cannot delete the client queue: {e}"),
+            };
+            if let Err(e) = deleted {
+                tracing::debug!(queue, "cannot delete the client queue: {e}");
+            }
+        });
     }
 
     /// The declare channel, a new one after [`DECLARES_PER_CHANNEL`] declares or if RabbitMQ has

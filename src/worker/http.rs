@@ -8,6 +8,7 @@
 use std::net::TcpStream as StdTcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -18,7 +19,7 @@ use hyper::Request;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::{Service, service_fn};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
 use tokio::net::TcpStream;
@@ -65,10 +66,16 @@ pub struct HttpServer {
     clients: Arc<Clients>,
     /// Flipped to `true` to ask every connection to finish its request and close.
     closing: watch::Sender<bool>,
+    /// `frontend.headerTimeout`.
+    header_timeout: Duration,
 }
 
 impl HttpServer {
-    pub fn new(identity: Identity, tls: Option<TlsAcceptor>) -> HttpServer {
+    pub fn new(
+        identity: Identity,
+        tls: Option<TlsAcceptor>,
+        header_timeout: Duration,
+    ) -> HttpServer {
         let clients = Arc::new(Clients::default());
         let router = Router::new()
             .route("/health", get(health))
@@ -82,6 +89,7 @@ impl HttpServer {
             tls,
             clients,
             closing: watch::Sender::new(false),
+            header_timeout,
         }
     }
 
@@ -116,6 +124,7 @@ impl HttpServer {
             router: TowerToHyperService::new(self.router.clone()),
             gateway: self.gateway.clone(),
             peer: stream.peer_addr().ok(),
+            header_timeout: self.header_timeout,
         };
         let closing = self.closing.subscribe();
         let tls = self.tls.clone();
@@ -166,6 +175,7 @@ struct Routes {
     router: TowerToHyperService<Router>,
     gateway: Option<Handshakes>,
     peer: Option<std::net::SocketAddr>,
+    header_timeout: Duration,
 }
 
 /// Serves HTTP/1.1 (and upgrades: the gateway's websockets) on one connection until it ends, or
@@ -178,6 +188,7 @@ async fn serve_http<I>(
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let header_timeout = routes.header_timeout;
     let (first_request, mut requested) = watch::channel(false);
     let service = service_fn(move |request: Request<Incoming>| {
         first_request.send_if_modified(|seen| !std::mem::replace(seen, true));
@@ -190,7 +201,11 @@ where
         };
         Either::Right(routes.router.call(request))
     });
+    // A connection that does not send a whole request head in time is closed: slowloris, and
+    // idle keep-alive connections (hyper's timer also runs while it waits for the next head).
     let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
         .serve_connection(io, service)
         .with_upgrades();
     tokio::pin!(conn);

@@ -163,6 +163,7 @@ async fn serve(
         return Ok(()); // told to stop, or the master is gone, before we ever served
     };
     let mut rabbit_lost = gateway.rabbit_lost();
+    let header_timeout = config.frontend.header_timeout;
     let Config { cluster, .. } = *config;
 
     let mut signals =
@@ -199,6 +200,7 @@ async fn serve(
             generation,
         },
         tls,
+        header_timeout,
     );
     server.mount(gateway.handshakes());
     let (acceptor, mut conns) = Acceptor::start(listener).map_err(WorkerError::Accept)?;

@@ -16,7 +16,7 @@ enum Did {
     Push(Value, Option<u32>),
     Publish(String, Value),
     Subscribe(String),
-    Unsubscribe,
+    Unsubscribe(AfterCancel),
     Settle(u32, Settle),
     Join(String),
     Leave(String),
@@ -47,8 +47,8 @@ impl Effects<u32> for Recorder {
     fn subscribe(&mut self, queue: &str) {
         self.did.push(Did::Subscribe(queue.into()));
     }
-    fn unsubscribe(&mut self) {
-        self.did.push(Did::Unsubscribe);
+    fn unsubscribe(&mut self, then: AfterCancel) {
+        self.did.push(Did::Unsubscribe(then));
     }
     fn settle(&mut self, delivery: u32, how: Settle) {
         self.did.push(Did::Settle(delivery, how));
@@ -108,7 +108,7 @@ struct Harness {
 impl Harness {
     fn new() -> Harness {
         Harness {
-            client: Client::new(),
+            client: Client::new(Limits::default()),
             fx: Recorder::default(),
             now: Instant::now(),
         }
@@ -379,7 +379,7 @@ fn logout_closes_and_tells_the_backend_in_the_originals_order() {
     );
     assert_eq!(publishes[1].1["userId"], "u1");
     assert!(h.fx.did.contains(&Did::Settle(9, Settle::Requeue)));
-    assert!(h.fx.did.contains(&Did::Unsubscribe));
+    assert!(h.fx.did.contains(&Did::Unsubscribe(AfterCancel::Keep)));
     assert_eq!(h.fx.did.last(), Some(&Did::Close(Close::Logout)));
     // Disposed once: the socket's closing sends nothing more.
     h.fx.take();
@@ -431,7 +431,7 @@ fn eol_disposes_its_own_client_and_is_acked_for_another() {
     h.deliver(2, json!({"EOL": true, "clientId": own}));
     let did = h.fx.take();
     assert_eq!(did[0], Did::Settle(2, Settle::Ack));
-    assert!(did.contains(&Did::Unsubscribe));
+    assert!(did.contains(&Did::Unsubscribe(AfterCancel::Delete)));
     assert!(
         matches!(&did[..], [.., Did::Publish(q, _), Did::Close(Close::EndOfLife)] if q == "disconnect")
     );
@@ -552,8 +552,63 @@ fn a_queue_deleted_by_the_broker_disposes_and_closes() {
     let mut h = Harness::connected();
     h.client.on_queue_gone(&mut h.fx);
     let did = h.fx.take();
-    assert!(did.contains(&Did::Unsubscribe));
+    assert!(did.contains(&Did::Unsubscribe(AfterCancel::Delete)));
     assert_eq!(did.last(), Some(&Did::Close(Close::QueueGone)));
     h.deliver(5, json!({"cn": "late"}));
     assert_eq!(h.fx.take(), vec![Did::Settle(5, Settle::Requeue)]);
+}
+
+/// The backend manages the queues of clients it knows (logged in, or taking a logged-in session
+/// over); an anonymous client's queue goes with it.
+#[test]
+fn only_queues_the_backend_knows_outlive_their_client() {
+    let mut h = Harness::connected();
+    h.client.dispose(&mut h.fx);
+    assert!(h.fx.did.contains(&Did::Unsubscribe(AfterCancel::Delete)));
+
+    let mut h = Harness::logged_in(json!("u1"));
+    h.client.dispose(&mut h.fx);
+    assert!(h.fx.did.contains(&Did::Unsubscribe(AfterCancel::Keep)));
+
+    let mut old = Harness::logged_in(json!("u1"));
+    old.message(json!({"connect": true}));
+    let key = old.fx.emitted("gatewayConnectAck").pop().unwrap();
+    let mut h = Harness::new();
+    h.message(json!({"reconnect": {"reconnectId": key}}));
+    h.subscribed(Ok(()));
+    h.client.dispose(&mut h.fx);
+    assert!(h.fx.did.contains(&Did::Unsubscribe(AfterCancel::Keep)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_over_the_clients_rate_are_refused() {
+    let mut h = Harness::new();
+    h.client = Client::new(Limits {
+        requests_per_second: 3,
+    });
+    h.message(json!({"connect": true}));
+    h.subscribed(Ok(()));
+    h.fx.take();
+    for i in 0..5 {
+        h.request("testCall", json!({"messageId": i}));
+    }
+    assert_eq!(h.fx.publishes().len(), 3);
+    let errors = h.fx.emitted("gatewayError");
+    assert_eq!(errors.len(), 2);
+    assert_eq!(errors[0]["error"], "rateLimited");
+    assert_eq!(errors[0]["messageId"], 3);
+    h.fx.take();
+    h.now += Duration::from_secs(1);
+    h.request("testCall", json!({"messageId": "later"}));
+    assert_eq!(h.fx.publishes().len(), 1);
+}
+
+#[test]
+fn a_long_event_name_is_cut_in_the_error() {
+    let mut h = Harness::connected();
+    let name = "x".repeat(10_000);
+    h.request(&name, json!({}));
+    let error = &h.fx.emitted("gatewayError")[0];
+    assert!(error["event"].as_str().unwrap().len() < 100, "{error}");
+    assert!(error["message"].as_str().unwrap().len() < 150, "{error}");
 }
