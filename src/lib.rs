@@ -8,7 +8,9 @@
 //! - [`ipc`]: the master <-> worker channel: message types and framing.
 //! - [`worker`]: the worker process: inherited listener, accept thread, HTTP, heartbeat answers,
 //!   standby and activation, drain.
-//! - [`gateway`]: the socket.io <-> RabbitMQ gateway inside each worker: sessions, clients, queues.
+//! - [`gateway`]: the gateway inside each worker: every client (socket.io v4/v5, socket.io 0.9)
+//!   <-> the backend's agent queues on RabbitMQ: the client logic, its framings, one task per
+//!   connection, the protocols' codecs, sessions, queues.
 //! - [`control`]: the master's local control socket and the `status` report.
 //! - [`logging`]: log lines that name their process (`master` / `worker[slot]`) and pid.
 //! - [`tls`]: TLS for clients (`frontend.ssl`): the key and certificate files, checked by the
