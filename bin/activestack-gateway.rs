@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use activestack_gateway::config::{Config, Loaded, LogLevel, Origin, RelayConfig};
 use activestack_gateway::control;
 use activestack_gateway::logging::{self, Role};
+use activestack_gateway::output::{self, StdoutError};
 use activestack_gateway::supervisor;
 use activestack_gateway::tls::TlsFiles;
 use activestack_gateway::worker::{self, IPC_FD, LISTEN_FD, WorkerArgs};
@@ -156,8 +157,23 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
+            if let Some(stdout) = e.chain().find_map(|e| e.downcast_ref::<StdoutError>()) {
+                return stdout_failed(stdout);
+            }
             tracing::error!("{e:#}");
             eprintln!("activestack-gateway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A command whose output could not be printed: nobody reading it any more (EPIPE) is not a
+/// failure, so it ends quietly; anything else is exit code 1 with the reason.
+fn stdout_failed(e: &StdoutError) -> ExitCode {
+    match e {
+        StdoutError::Closed => ExitCode::SUCCESS,
+        StdoutError::Write(_) => {
+            eprintln!("activestack-gateway: {}", logging::error_chain(e));
             ExitCode::FAILURE
         }
     }
@@ -207,14 +223,18 @@ fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
     }
     let entries = loaded.config.entries();
     let width = entries.iter().map(|e| e.key.len()).max().unwrap_or(0);
-    println!("# effective configuration from {}", path.display());
+    let mut text = format!("# effective configuration from {}\n", path.display());
     for entry in entries {
         let origin = match entry.origin {
             Origin::Default => "default".to_string(),
             Origin::File { line } => format!("line {line}"),
         };
-        println!("{:<width$} = {:<30} # {origin}", entry.key, entry.value);
+        text.push_str(&format!(
+            "{:<width$} = {:<30} # {origin}\n",
+            entry.key, entry.value
+        ));
     }
+    output::print(&text)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -233,9 +253,9 @@ fn status(path: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
     };
     let report = control::query_status(&socket)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        output::print(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
     } else {
-        print!("{}", control::render_table(&report));
+        output::print(&control::render_table(&report))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -302,11 +322,10 @@ fn nats_setup(path: Option<&Path>, toml: Option<&Path>) -> anyhow::Result<ExitCo
     logging::init(Role::Cli, level);
     let runtime = one_thread_runtime()?;
     let status = runtime.block_on(activestack_gateway::relay::ensure_stream(&config))?;
-    println!("stream {}: {:?}", config.stream, status.events);
-    println!(
-        "stream {}: {:?}",
-        config.dead_letter_stream, status.dead_letter
-    );
+    output::print(&format!(
+        "stream {}: {:?}\nstream {}: {:?}\n",
+        config.stream, status.events, config.dead_letter_stream, status.dead_letter
+    ))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -3,9 +3,10 @@
 
 mod common;
 
-use std::process::Command;
+use std::fs::File;
+use std::process::{Command, Stdio};
 
-use common::BIN;
+use common::{BIN, Cluster};
 
 fn run(args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(BIN).args(args).output().expect("run binary");
@@ -157,4 +158,65 @@ fn tls_with_a_missing_key_file_is_exit_code_2_naming_key_and_path() {
             "{command}: {stderr}"
         );
     }
+}
+
+/// Runs the binary with `stdout` as its standard output: exit code and stderr.
+fn run_to(args: &[&str], stdout: Stdio) -> (Option<i32>, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run binary");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A pipe whose reader is gone (as after `| head -1` has read its line, or `| true`): writing
+/// to it fails with EPIPE.
+fn closed_pipe() -> Stdio {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    writer.into()
+}
+
+/// `> /dev/full`: every write fails with ENOSPC.
+fn full_device() -> Stdio {
+    File::options()
+        .write(true)
+        .open("/dev/full")
+        .expect("open /dev/full")
+        .into()
+}
+
+/// A closed stdout ends the command quietly with its own exit code; a failing one is a clear
+/// error and exit code 1; never a panic.
+fn assert_output_errors_handled(args: &[&str]) {
+    let (code, stderr) = run_to(args, closed_pipe());
+    assert_eq!((code, stderr.as_str()), (Some(0), ""), "{args:?} | true");
+    let (code, stderr) = run_to(args, full_device());
+    assert_eq!(code, Some(1), "{args:?} > /dev/full: {stderr}");
+    assert_eq!(
+        stderr,
+        "activestack-gateway: cannot write to stdout: No space left on device (os error 28)\n",
+        "{args:?} > /dev/full"
+    );
+}
+
+#[test]
+fn check_config_on_a_closed_or_full_stdout() {
+    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/gateway.properties");
+    assert_output_errors_handled(&["check-config", conf]);
+}
+
+#[test]
+fn status_and_console_on_a_closed_or_full_stdout() {
+    let cluster = Cluster::start("cluster.workerCount=1");
+    cluster.wait_log(&["listening for control commands on Redis"]);
+    let config = cluster.config.to_str().unwrap();
+    assert_output_errors_handled(&["status", config]);
+    assert_output_errors_handled(&["status", config, "--json"]);
+    assert_output_errors_handled(&["console", config, "clientcount"]);
 }
