@@ -187,13 +187,18 @@ fn load_config(path: Option<&Path>) -> Result<Loaded, ExitCode> {
     })
 }
 
-/// The TLS files the config names (with `frontend.ssl`), read and checked, or exit code 2 with
-/// the key, file and problem named.
+/// The TLS files the config names (with `frontend.ssl`), read and checked, and the check that
+/// the workers can be given both; or exit code 2 with the key, file and problem named.
 fn load_tls(config: &Config) -> Result<Option<TlsFiles>, ExitCode> {
-    TlsFiles::load(config).map_err(|e| {
-        eprintln!("activestack-gateway: {}", logging::error_chain(&e));
+    let refuse = |why: String| {
+        eprintln!("activestack-gateway: {why}");
         ExitCode::from(EXIT_CONFIG)
-    })
+    };
+    let tls = TlsFiles::load(config).map_err(|e| refuse(logging::error_chain(&e)))?;
+    config
+        .check_worker_init(tls.as_ref())
+        .map_err(|e| refuse(logging::error_chain(&e)))?;
+    Ok(tls)
 }
 
 fn server(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
@@ -242,16 +247,11 @@ fn status(path: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
     logging::init(Role::Cli, LogLevel::Warn);
     // The running master may hold an older, valid config than the file now on disk: find its
     // socket even if the file has since been broken, and say so.
-    let socket = match Config::resolve(path) {
-        Ok(loaded) => loaded.config.cluster.control_socket,
-        Err(e) => {
-            eprintln!(
-                "warning: the config file has problems (the running master keeps its own):\n{e}"
-            );
-            Config::control_socket_of(path)
-        }
-    };
-    let report = control::query_status(&socket)?;
+    let (config, problems) = Config::resolve_for_control(path);
+    if let Some(e) = problems {
+        eprintln!("warning: the config file has problems (the running master keeps its own):\n{e}");
+    }
+    let report = control::query_status(&config.cluster.control_socket)?;
     if json {
         output::print(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
     } else {

@@ -17,8 +17,6 @@ const ANSWER_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsoleError {
-    #[error("cannot read the config: {0}")]
-    Config(String),
     #[error("cannot start the console's event loop")]
     Runtime(#[source] std::io::Error),
     #[error("cannot reach the control channel")]
@@ -33,9 +31,11 @@ pub fn run(args: Vec<String>) -> Result<bool, ConsoleError> {
         Some(first) if Path::new(first).is_file() => (Some(PathBuf::from(first)), &args[1..]),
         _ => (None, &args[..]),
     };
-    let config = Config::resolve(config_path.as_deref())
-        .map_err(|e| ConsoleError::Config(e.to_string()))?
-        .config;
+    // The running master's Redis settings even from a file broken since it read it.
+    let (config, problems) = Config::resolve_for_control(config_path.as_deref());
+    if let Some(e) = problems {
+        eprintln!("warning: the config file has problems (the running master keeps its own):\n{e}");
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -59,9 +59,28 @@ impl Cluster {
 
     /// Starts the master from `bin` without waiting for its workers.
     pub fn launch(bin: &Path, extra: &str, env: &[(&str, &str)]) -> Cluster {
+        Self::launch_written(bin, env, |config, dir| write_config(config, dir, extra))
+    }
+
+    /// Starts a master on a config file of the test's own (no `FAST` base): `text` gets the
+    /// test's directory (for `cluster.controlSocket`) and gives the whole file. Waits until all
+    /// workers are ready.
+    pub fn start_with_file(text: impl FnOnce(&Path) -> String) -> Cluster {
+        let cluster = Self::launch_written(Path::new(BIN), &[], |config, dir| {
+            std::fs::write(config, text(dir)).expect("write config")
+        });
+        cluster.wait_ready();
+        cluster
+    }
+
+    fn launch_written(
+        bin: &Path,
+        env: &[(&str, &str)],
+        write: impl FnOnce(&Path, &Path),
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("gateway.properties");
-        write_config(&config, dir.path(), extra);
+        write(&config, dir.path());
         let mut command = Command::new(bin);
         command
             .arg("server")
