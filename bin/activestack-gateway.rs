@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use activestack_gateway::config::{Config, Loaded, LogLevel, Origin, RelayConfig};
 use activestack_gateway::control;
 use activestack_gateway::logging::{self, Role};
+use activestack_gateway::output::{self, StdoutError};
 use activestack_gateway::supervisor;
 use activestack_gateway::tls::TlsFiles;
 use activestack_gateway::worker::{self, IPC_FD, LISTEN_FD, WorkerArgs};
@@ -156,8 +157,23 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
+            if let Some(stdout) = e.chain().find_map(|e| e.downcast_ref::<StdoutError>()) {
+                return stdout_failed(stdout);
+            }
             tracing::error!("{e:#}");
             eprintln!("activestack-gateway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A command whose output could not be printed: nobody reading it any more (EPIPE) is not a
+/// failure, so it ends quietly; anything else is exit code 1 with the reason.
+fn stdout_failed(e: &StdoutError) -> ExitCode {
+    match e {
+        StdoutError::Closed => ExitCode::SUCCESS,
+        StdoutError::Write(_) => {
+            eprintln!("activestack-gateway: {}", logging::error_chain(e));
             ExitCode::FAILURE
         }
     }
@@ -171,13 +187,18 @@ fn load_config(path: Option<&Path>) -> Result<Loaded, ExitCode> {
     })
 }
 
-/// The TLS files the config names (with `frontend.ssl`), read and checked, or exit code 2 with
-/// the key, file and problem named.
+/// The TLS files the config names (with `frontend.ssl`), read and checked, and the check that
+/// the workers can be given both; or exit code 2 with the key, file and problem named.
 fn load_tls(config: &Config) -> Result<Option<TlsFiles>, ExitCode> {
-    TlsFiles::load(config).map_err(|e| {
-        eprintln!("activestack-gateway: {}", logging::error_chain(&e));
+    let refuse = |why: String| {
+        eprintln!("activestack-gateway: {why}");
         ExitCode::from(EXIT_CONFIG)
-    })
+    };
+    let tls = TlsFiles::load(config).map_err(|e| refuse(logging::error_chain(&e)))?;
+    config
+        .check_worker_init(tls.as_ref())
+        .map_err(|e| refuse(logging::error_chain(&e)))?;
+    Ok(tls)
 }
 
 fn server(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
@@ -207,14 +228,18 @@ fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
     }
     let entries = loaded.config.entries();
     let width = entries.iter().map(|e| e.key.len()).max().unwrap_or(0);
-    println!("# effective configuration from {}", path.display());
+    let mut text = format!("# effective configuration from {}\n", path.display());
     for entry in entries {
         let origin = match entry.origin {
             Origin::Default => "default".to_string(),
             Origin::File { line } => format!("line {line}"),
         };
-        println!("{:<width$} = {:<30} # {origin}", entry.key, entry.value);
+        text.push_str(&format!(
+            "{:<width$} = {:<30} # {origin}\n",
+            entry.key, entry.value
+        ));
     }
+    output::print(&text)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -222,20 +247,15 @@ fn status(path: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
     logging::init(Role::Cli, LogLevel::Warn);
     // The running master may hold an older, valid config than the file now on disk: find its
     // socket even if the file has since been broken, and say so.
-    let socket = match Config::resolve(path) {
-        Ok(loaded) => loaded.config.cluster.control_socket,
-        Err(e) => {
-            eprintln!(
-                "warning: the config file has problems (the running master keeps its own):\n{e}"
-            );
-            Config::control_socket_of(path)
-        }
-    };
-    let report = control::query_status(&socket)?;
+    let (config, problems) = Config::resolve_for_control(path);
+    if let Some(e) = problems {
+        eprintln!("warning: the config file has problems (the running master keeps its own):\n{e}");
+    }
+    let report = control::query_status(&config.cluster.control_socket)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        output::print(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
     } else {
-        print!("{}", control::render_table(&report));
+        output::print(&control::render_table(&report))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -302,11 +322,10 @@ fn nats_setup(path: Option<&Path>, toml: Option<&Path>) -> anyhow::Result<ExitCo
     logging::init(Role::Cli, level);
     let runtime = one_thread_runtime()?;
     let status = runtime.block_on(activestack_gateway::relay::ensure_stream(&config))?;
-    println!("stream {}: {:?}", config.stream, status.events);
-    println!(
-        "stream {}: {:?}",
-        config.dead_letter_stream, status.dead_letter
-    );
+    output::print(&format!(
+        "stream {}: {:?}\nstream {}: {:?}\n",
+        config.stream, status.events, config.dead_letter_stream, status.dead_letter
+    ))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -13,6 +13,7 @@
 //!   connection, the protocols' codecs, sessions, queues.
 //! - [`control`]: the master's local control socket and the `status` report.
 //! - [`logging`]: log lines that name their process (`master` / `worker[slot]`) and pid.
+//! - [`output`]: the command line's stdout, where a closed pipe is not a crash.
 //! - [`tls`]: TLS for clients (`frontend.ssl`): the key and certificate files, checked by the
 //!   master, served by the workers.
 //! - [`relay`]: the MongoDB outbox -> NATS JetStream message relay and the EVENTS stream set-up.
@@ -22,6 +23,7 @@ pub mod control;
 pub mod gateway;
 pub mod ipc;
 pub mod logging;
+pub mod output;
 pub mod relay;
 pub mod supervisor;
 pub mod tls;

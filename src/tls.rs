@@ -8,8 +8,9 @@
 //! a file broken on disk after the last good reload cannot break the restart of a crashed worker,
 //! and every worker of a generation serves the same certificate.
 //!
-//! `frontend.cert_auth` is appended to the served chain. The Node gateway passed it as `ca` to
-//! `https.createServer`, where OpenSSL's automatic chain building sent those intermediates to
+//! `frontend.cert_auth` (a comma-separated list of files, as the Node gateway split it) is
+//! appended to the served chain, file by file in list order. The Node gateway passed them as `ca`
+//! to `https.createServer`, where OpenSSL's automatic chain building sent those intermediates to
 //! clients; appending them serves the same chain. Client certificates are not asked for.
 
 use std::fmt;
@@ -75,7 +76,7 @@ pub enum TlsError {
     Setup(#[source] rustls::Error),
 }
 
-/// One of the three files, as errors name it:
+/// One of the files, as errors name it:
 /// `gateway.properties:7: frontend.private_key = "/etc/gateway/key.pem"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileLabel {
@@ -105,13 +106,15 @@ struct PemFile {
     pem: String,
 }
 
-/// The contents of `frontend.private_key`, `frontend.certificate` and `frontend.cert_auth`, as
-/// the master read them; checked by [`TlsFiles::server_config`].
+/// The contents of `frontend.private_key`, `frontend.certificate` and every `frontend.cert_auth`
+/// file, as the master read them; checked by [`TlsFiles::server_config`].
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TlsFiles {
     private_key: PemFile,
     certificate: PemFile,
-    cert_auth: Option<PemFile>,
+    /// In the order of the list.
+    #[serde(default)]
+    cert_auth: Vec<PemFile>,
 }
 
 /// Never prints the private key.
@@ -120,7 +123,14 @@ impl fmt::Debug for TlsFiles {
         f.debug_struct("TlsFiles")
             .field("private_key", &self.private_key.label.path)
             .field("certificate", &self.certificate.label.path)
-            .field("cert_auth", &self.cert_auth.as_ref().map(|f| &f.label.path))
+            .field(
+                "cert_auth",
+                &self
+                    .cert_auth
+                    .iter()
+                    .map(|f| &f.label.path)
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -152,9 +162,9 @@ impl TlsFiles {
         let certificate = required("frontend.certificate", &frontend.certificate)?;
         let cert_auth = frontend
             .cert_auth
-            .as_ref()
+            .iter()
             .map(|path| read_pem(config, "frontend.cert_auth", path))
-            .transpose()?;
+            .collect::<Result<_, _>>()?;
         Ok(Some(TlsFiles {
             private_key,
             certificate,
@@ -162,12 +172,21 @@ impl TlsFiles {
         }))
     }
 
+    /// Each file, as errors name it, and its size in bytes (for the worker init message's limit).
+    pub fn sizes(&self) -> Vec<(&FileLabel, usize)> {
+        [&self.private_key, &self.certificate]
+            .into_iter()
+            .chain(&self.cert_auth)
+            .map(|file| (&file.label, file.pem.len()))
+            .collect()
+    }
+
     /// The rustls server config these files make: the certificate's chain followed by the
     /// `cert_auth` certificates, the key checked against the certificate, ALPN `http/1.1`.
     pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
         let key = parse_key(&self.private_key)?;
         let mut chain = parse_certificates(&self.certificate)?;
-        if let Some(cert_auth) = &self.cert_auth {
+        for cert_auth in &self.cert_auth {
             chain.extend(parse_certificates(cert_auth)?);
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -285,16 +304,23 @@ mod tests {
     }
 
     fn config(dir: &Dir, key: &str, cert: &str, ca: Option<&str>) -> Config {
+        config_with_cas(dir, key, cert, ca.as_slice())
+    }
+
+    /// `frontend.cert_auth` lists one file per entry of `cas`.
+    fn config_with_cas(dir: &Dir, key: &str, cert: &str, cas: &[&str]) -> Config {
         let mut text = format!(
             "frontend.ssl=true\nfrontend.private_key={}\nfrontend.certificate={}\n",
             dir.write("key.pem", key).display(),
             dir.write("cert.pem", cert).display()
         );
-        if let Some(ca) = ca {
-            text.push_str(&format!(
-                "frontend.cert_auth={}\n",
-                dir.write("ca.pem", ca).display()
-            ));
+        if !cas.is_empty() {
+            let paths: Vec<String> = cas
+                .iter()
+                .enumerate()
+                .map(|(i, ca)| dir.write(&format!("ca{i}.pem"), ca).display().to_string())
+                .collect();
+            text.push_str(&format!("frontend.cert_auth={}\n", paths.join(", ")));
         }
         let path = dir.write("gateway.properties", &text);
         Config::resolve(Some(&path)).expect("valid config").config
@@ -318,9 +344,33 @@ mod tests {
         let files = TlsFiles::load(&config).unwrap().expect("ssl on");
         let server = files.server_config().unwrap();
         assert_eq!(server.alpn_protocols, vec![b"http/1.1".to_vec()]);
-        let chain = parse_certificates(files.cert_auth.as_ref().unwrap()).unwrap();
+        let chain = parse_certificates(&files.cert_auth[0]).unwrap();
         assert_eq!(chain.len(), 1);
         assert!(!format!("{files:?}").contains("PRIVATE KEY"));
+    }
+
+    #[test]
+    fn every_cert_auth_file_of_the_list_is_read_in_order() {
+        let dir = Dir::new();
+        let (key, cert) = self_signed();
+        let cas: Vec<String> = (0..3).map(|_| self_signed().1).collect();
+        let cas: Vec<&str> = cas.iter().map(String::as_str).collect();
+        let config = config_with_cas(&dir, &key, &cert, &cas);
+        let files = TlsFiles::load(&config).unwrap().expect("ssl on");
+        let pems: Vec<&str> = files.cert_auth.iter().map(|f| f.pem.as_str()).collect();
+        assert_eq!(pems, cas);
+        files.server_config().unwrap();
+        let sizes: Vec<usize> = files.sizes().iter().map(|(_, n)| *n).collect();
+        assert_eq!(sizes.len(), 5);
+        assert_eq!(sizes[0], key.len());
+
+        // The second one broken: named by its own path.
+        std::fs::write(dir.dir.path().join("ca1.pem"), "not pem").unwrap();
+        let e = load_err(&config);
+        assert!(
+            e.contains(":4: frontend.cert_auth = \"") && e.contains("ca1.pem\": no certificate"),
+            "{e}"
+        );
     }
 
     #[test]

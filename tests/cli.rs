@@ -3,9 +3,11 @@
 
 mod common;
 
-use std::process::Command;
+use std::fs::File;
+use std::path::Path;
+use std::process::{Command, Stdio};
 
-use common::BIN;
+use common::{BIN, Cluster};
 
 fn run(args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(BIN).args(args).output().expect("run binary");
@@ -32,7 +34,7 @@ fn an_invalid_config_is_exit_code_2_naming_line_and_key() {
     let path = dir.path().join("gateway.properties");
     std::fs::write(
         &path,
-        "cluster.heartbeatInterval=1000\ncluster.workerTimeout=5s\nfrontend.flash_policy_port=10443 # comment\n",
+        "cluster.heartbeatInterval=1000\ncluster.workerTimeout=5s\ngateway.redis.port=6379 # comment\n",
     )
     .unwrap();
     let (code, stdout, stderr) = run(&["server", path.to_str().unwrap()]);
@@ -45,7 +47,7 @@ fn an_invalid_config_is_exit_code_2_naming_line_and_key() {
         "{stderr}"
     );
     assert!(
-        stderr.contains(":3: frontend.flash_policy_port = \"10443 # comment\""),
+        stderr.contains(":3: gateway.redis.port = \"6379 # comment\""),
         "{stderr}"
     );
     let (code, _, _) = run(&["check-config", path.to_str().unwrap()]);
@@ -157,4 +159,155 @@ fn tls_with_a_missing_key_file_is_exit_code_2_naming_key_and_path() {
             "{command}: {stderr}"
         );
     }
+}
+
+/// Runs the binary with `stdout` as its standard output: exit code and stderr.
+fn run_to(args: &[&str], stdout: Stdio) -> (Option<i32>, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run binary");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A pipe whose reader is gone (as after `| head -1` has read its line, or `| true`): writing
+/// to it fails with EPIPE.
+fn closed_pipe() -> Stdio {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    writer.into()
+}
+
+/// `> /dev/full`: every write fails with ENOSPC.
+fn full_device() -> Stdio {
+    File::options()
+        .write(true)
+        .open("/dev/full")
+        .expect("open /dev/full")
+        .into()
+}
+
+/// A closed stdout ends the command quietly with its own exit code; a failing one is a clear
+/// error and exit code 1; never a panic.
+fn assert_output_errors_handled(args: &[&str]) {
+    let (code, stderr) = run_to(args, closed_pipe());
+    assert_eq!((code, stderr.as_str()), (Some(0), ""), "{args:?} | true");
+    let (code, stderr) = run_to(args, full_device());
+    assert_eq!(code, Some(1), "{args:?} > /dev/full: {stderr}");
+    assert_eq!(
+        stderr,
+        "activestack-gateway: cannot write to stdout: No space left on device (os error 28)\n",
+        "{args:?} > /dev/full"
+    );
+}
+
+#[test]
+fn check_config_on_a_closed_or_full_stdout() {
+    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/gateway.properties");
+    assert_output_errors_handled(&["check-config", conf]);
+}
+
+#[test]
+fn status_and_console_on_a_closed_or_full_stdout() {
+    let cluster = Cluster::start("cluster.workerCount=1");
+    cluster.wait_log(&["listening for control commands on Redis"]);
+    let config = cluster.config.to_str().unwrap();
+    assert_output_errors_handled(&["status", config]);
+    assert_output_errors_handled(&["status", config, "--json"]);
+    assert_output_errors_handled(&["console", config, "clientcount"]);
+}
+
+#[test]
+fn status_and_console_find_the_master_of_a_file_with_a_byte_that_is_not_utf8() {
+    let cluster = Cluster::start("cluster.workerCount=1");
+    cluster.wait_log(&["listening for control commands on Redis"]);
+    let mut text = std::fs::read(&cluster.config).unwrap();
+    let line = text.iter().filter(|&&b| b == b'\n').count() + 1;
+    text.extend_from_slice(b"frontend.shutdownCode=p\xe4ss\n");
+    std::fs::write(&cluster.config, &text).unwrap();
+    let config = cluster.config.to_str().unwrap();
+
+    let (code, stdout, stderr) = run(&["status", config, "--json"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let status: serde_json::Value = serde_json::from_str(&stdout).expect("status JSON");
+    assert_eq!(status["master_pid"], cluster.pid());
+    assert!(
+        stderr.contains("not valid UTF-8"),
+        "says what is wrong: {stderr}"
+    );
+
+    let (code, stdout, stderr) = run(&["console", config, "clientcount"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("\"total\":0"), "{stdout}");
+
+    // The master itself refuses such a file.
+    let (code, _, stderr) = run(&["check-config", config]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains(&format!(":{line}: not valid UTF-8")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_file_that_sets_no_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in [
+        ("empty.properties", ""),
+        ("comments.properties", "# all gone\n\n"),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        for command in ["check-config", "server"] {
+            let (code, stdout, stderr) = run(&[command, path.to_str().unwrap()]);
+            assert_eq!(code, Some(2), "{command} {name}: {stderr}");
+            assert!(stdout.is_empty());
+            assert!(
+                stderr.contains(&format!(
+                    "{}: sets no key (an empty or cut-off file?): refused",
+                    path.display()
+                )),
+                "{command} {name}: {stderr}"
+            );
+        }
+    }
+    let path = dir.path().join("typos.properties");
+    std::fs::write(&path, "frontend.prot=9000\n").unwrap();
+    let (code, _, stderr) = run(&["check-config", path.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("sets no known key (unknown: frontend.prot)"),
+        "{stderr}"
+    );
+}
+
+/// check-config and server of a file with `line` (and `cluster.workerCount=1`).
+fn refused_at_start(dir: &Path, line: &str, expected: &str) {
+    let path = dir.join("gateway.properties");
+    std::fs::write(&path, format!("cluster.workerCount=1\n{line}\n")).unwrap();
+    for command in ["check-config", "server"] {
+        let (code, _, stderr) = run(&[command, path.to_str().unwrap()]);
+        assert_eq!(code, Some(2), "{command}: {stderr}");
+        assert!(stderr.contains(expected), "{command}: {stderr}");
+    }
+}
+
+#[test]
+fn a_config_too_large_for_the_worker_init_message_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    refused_at_start(
+        dir.path(),
+        &format!("frontend.shutdownCode={}", "x".repeat(2 << 20)),
+        ":2: frontend.shutdownCode is 2097152 bytes: the worker's init message would be",
+    );
+    refused_at_start(
+        dir.path(),
+        &format!("frontend.session_secret={}", "s".repeat(2 << 20)),
+        ":2: frontend.session_secret (value hidden): is 2097152 bytes long, at most 4096",
+    );
 }

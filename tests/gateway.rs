@@ -46,6 +46,8 @@ fn request_push_resend_and_client_ack_reach_rabbitmq() {
     let cluster = start();
     let mut client = JsClient::connect(&cluster);
     let (_, session) = client.gateway_connect();
+    // Logged in: its queue outlives it (an anonymous client's is deleted with it).
+    log_in(&mut client);
     client.emit(
         "testCall",
         json!({"cn": "TestCall", "messageId": "m1", "sendAck": true, "clientId": "spoofed"}),
@@ -227,6 +229,8 @@ fn eol_disposes_the_client() {
     let cluster = start();
     let mut client = JsClient::connect(&cluster);
     let (_, session) = client.gateway_connect();
+    // Logged in: the backend knows the client, and its queue outlives it.
+    log_in(&mut client);
     client.emit("testCall", json!({"eol": true}));
     client.wait("disconnect", |_| true);
     // Disposal told the `disconnect` agent, whose answer lands in the client queue.

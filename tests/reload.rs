@@ -77,3 +77,94 @@ fn broken_edit_keeps_the_cluster_serving_and_says_why() {
     cluster.signal(Signal::SIGHUP);
     generation_ready(&cluster, 2, 2);
 }
+
+/// A one-worker cluster and what a refused reload must leave as it was.
+struct Running {
+    cluster: Cluster,
+    /// The file it started from.
+    good: String,
+    listen: String,
+    pids: Vec<i32>,
+}
+
+impl Running {
+    fn start(extra: &str) -> Running {
+        let cluster = Cluster::start(&format!("cluster.workerCount=1\n{extra}"));
+        let listen = cluster.wait_ready()["listen"].as_str().unwrap().to_owned();
+        Running {
+            good: std::fs::read_to_string(&cluster.config).unwrap(),
+            pids: cluster.worker_pids(),
+            listen,
+            cluster,
+        }
+    }
+
+    /// The good file without its `key=` line.
+    fn without(&self, key: &str) -> String {
+        let prefix = format!("{key}=");
+        self.good
+            .lines()
+            .filter(|line| !line.starts_with(&prefix))
+            .map(|line| format!("{line}\n"))
+            .collect()
+    }
+
+    /// Writes `text` as the file and sends SIGHUP.
+    fn reload(&self, text: &str) {
+        self.cluster.write_raw_config(text);
+        self.cluster.signal(Signal::SIGHUP);
+    }
+
+    /// A refused reload: said in the log, and the cluster still serves generation 1 on its
+    /// address with the workers it had.
+    fn refused(&self, why: &str) {
+        let cluster = &self.cluster;
+        cluster.wait_log(&["reload failed: ", why]);
+        cluster.wait_log(&["keeps running on its current configuration", "generation=1"]);
+        // `status` finds the master through the file: put the good one back (no SIGHUP) to ask.
+        std::fs::write(&cluster.config, &self.good).unwrap();
+        let status = cluster.wait_ready();
+        assert_eq!(status["generation"], 1);
+        assert_eq!(status["listen"], self.listen.as_str());
+        assert_eq!(cluster.worker_pids(), self.pids);
+        health(cluster.addr()).expect("still serving");
+    }
+}
+
+#[test]
+fn an_emptied_file_is_refused_and_the_cluster_keeps_its_address() {
+    let running = Running::start("");
+    // `: > gateway.properties`
+    running.reload("");
+    running.refused("sets no key");
+}
+
+#[test]
+fn a_file_that_lost_frontend_host_is_refused_until_the_host_is_written_out() {
+    let running = Running::start("");
+    assert!(
+        running.listen.starts_with("127.0.0.1:"),
+        "{}",
+        running.listen
+    );
+    let lost = running.without("frontend.host");
+    running.reload(&lost);
+    running.refused("frontend.host would change from 127.0.0.1 to 0.0.0.0 (the default)");
+
+    // Written out, the same move is what the operator asked for: applied.
+    running.reload(&format!("{lost}frontend.host=0.0.0.0\n"));
+    generation_ready(&running.cluster, 2, 1);
+    let status = running.cluster.wait_ready();
+    let listen = status["listen"].as_str().unwrap();
+    assert!(listen.starts_with("0.0.0.0:"), "{listen}");
+}
+
+#[test]
+fn a_config_too_large_for_the_worker_init_message_is_refused() {
+    // The master reads the file on its event loop, and a debug build takes seconds over a 2 MB
+    // line: heartbeats are late meanwhile, so the workers get more than FAST's 500 ms.
+    let running = Running::start("cluster.workerTimeout=60000");
+    let code = "x".repeat(2 << 20);
+    running.reload(&format!("{}frontend.shutdownCode={code}\n", running.good));
+    running.refused("frontend.shutdownCode is 2097152 bytes");
+}

@@ -13,7 +13,7 @@ pub enum ConfigError {
     #[error("cannot read config file {}: {source}", path.display())]
     Read { path: PathBuf, source: io::Error },
     /// The file was read but some values are wrong. All problems of the file, sorted by line.
-    #[error("{}", ProblemLines(problems))]
+    #[error("{}", OnePerLine(problems))]
     Invalid {
         path: PathBuf,
         problems: Vec<Problem>,
@@ -58,16 +58,16 @@ impl fmt::Display for Problem {
     }
 }
 
-/// Problems one per line, without a trailing newline.
-struct ProblemLines<'a>(&'a [Problem]);
+/// Items one per line, without a trailing newline (config problems, lost keys of a reload).
+pub(super) struct OnePerLine<'a, T>(pub &'a [T]);
 
-impl fmt::Display for ProblemLines<'_> {
+impl<T: fmt::Display> fmt::Display for OnePerLine<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, problem) in self.0.iter().enumerate() {
+        for (i, item) in self.0.iter().enumerate() {
             if i > 0 {
                 f.write_str("\n")?;
             }
-            write!(f, "{problem}")?;
+            write!(f, "{item}")?;
         }
         Ok(())
     }
@@ -99,6 +99,18 @@ pub enum ConfigWarning {
         key: &'static str,
         reason: &'static str,
     },
+    /// A boolean the Node gateway read otherwise (it took fewer values as true): this gateway
+    /// reads `value` as `read_as`, the Node gateway read it as `!read_as`.
+    ReadOtherwiseByNode {
+        path: PathBuf,
+        line: usize,
+        key: &'static str,
+        /// As written, trailing spaces kept (the Node gateway did not trim).
+        value: String,
+        read_as: bool,
+        /// The values the Node gateway took as true, listed for the message.
+        node_took: String,
+    },
     /// A `cluster.memoryWarning.*` threshold at or above its `cluster.memoryLimit.*`: the worker
     /// is restarted before (or when) the warning would be logged, so it never warns in advance.
     WarningNotBelowLimit {
@@ -119,6 +131,7 @@ impl ConfigWarning {
             ConfigWarning::UnknownKey { line, .. }
             | ConfigWarning::DuplicateKey { line, .. }
             | ConfigWarning::Obsolete { line, .. }
+            | ConfigWarning::ReadOtherwiseByNode { line, .. }
             | ConfigWarning::WarningNotBelowLimit { line, .. } => *line,
         }
     }
@@ -158,6 +171,20 @@ impl fmt::Display for ConfigWarning {
                 f,
                 "{}:{line}: {key} is obsolete and ignored ({reason})",
                 path.display()
+            ),
+            ConfigWarning::ReadOtherwiseByNode {
+                path,
+                line,
+                key,
+                value,
+                read_as,
+                node_took,
+            } => write!(
+                f,
+                "{}:{line}: {key} = {value:?} is read as {read_as}; the Node gateway read it as \
+                 {} (it took only {node_took})",
+                path.display(),
+                !read_as
             ),
             ConfigWarning::WarningNotBelowLimit {
                 path,

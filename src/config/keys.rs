@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::error::{ConfigWarning, Problem};
+use super::properties::Property;
 use super::{Config, LogLevel, MB, Origin};
 
 /// One known key.
@@ -23,10 +24,25 @@ pub(crate) struct KeySpec {
     pub sample: Sample,
     /// Never shown in clear by `entries()`.
     pub secret: bool,
+    /// What `key=` (an empty value) means.
+    pub empty: IfEmpty,
     /// Parses the trimmed value into the config; `Err` says what was expected.
     pub set: fn(&mut Config, &str) -> Result<(), String>,
     /// The effective value as it would be written in the file.
     pub get: fn(&Config) -> String,
+}
+
+/// What an empty value (`key=`) means. The Node gateway's parser gave such keys `""`, which its
+/// code mostly took as "not set" (`|| default`, `== 'true'`): here too, unless that is unsafe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IfEmpty {
+    /// The key's default, as if the line were not there.
+    Default,
+    /// A value of its own, read by `set` (the RabbitMQ password: an empty password).
+    Value,
+    /// Refused: the key decides where clients connect or which server the gateway talks to (the
+    /// text says which), and an empty value is what a cut-off line looks like.
+    Refused(&'static str),
 }
 
 /// How a key appears in `conf/gateway.properties`.
@@ -52,7 +68,11 @@ const MEMORY_LIMIT_HEAP_USED: &str = "cluster.memoryLimit.heapUsed";
 const SSL: &str = "frontend.ssl";
 const PRIVATE_KEY: &str = "frontend.private_key";
 const CERTIFICATE: &str = "frontend.certificate";
+const CERT_AUTH: &str = "frontend.cert_auth";
+const SESSION_SECRET: &str = "frontend.session_secret";
 const FLASH_POLICY_PORT: &str = "frontend.flash_policy_port";
+const OFFLINE_QUEUE: &str = "gateway.redis.offline_queue";
+const DURABLE: &str = "gateway.rabbitmq.durable";
 const SOCKETIO_TIMEOUT: &str = "gateway.socketio.timeout";
 const SOCKETIO_INTERVAL: &str = "gateway.socketio.interval";
 
@@ -77,6 +97,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
               memory use and client count.",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| set(&mut c.cluster.heartbeat_interval, millis(v, 1)?),
         get: |c| ms(c.cluster.heartbeat_interval),
     },
@@ -89,6 +110,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
               cluster.heartbeatInterval.",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| set(&mut c.cluster.worker_timeout, millis(v, 1)?),
         get: |c| ms(c.cluster.worker_timeout),
     },
@@ -100,6 +122,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
               cluster.workerTimeout.",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| set(&mut c.cluster.watchdog_interval, millis(v, 1)?),
         get: |c| ms(c.cluster.watchdog_interval),
     },
@@ -111,6 +134,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
               Empty = no check.",
         sample: Sample::Value("1024"),
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| set(&mut c.cluster.memory_warning.rss, megabytes(v)?),
         get: |c| mb(c.cluster.memory_warning.rss),
     },
@@ -125,6 +149,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
         ),
         sample: Sample::Value("512"),
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| set(&mut c.cluster.memory_warning.heap_total, megabytes(v)?),
         get: |c| mb(c.cluster.memory_warning.heap_total),
     },
@@ -139,6 +164,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
         ),
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| set(&mut c.cluster.memory_warning.heap_used, megabytes(v)?),
         get: |c| mb(c.cluster.memory_warning.heap_used),
     },
@@ -150,6 +176,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
               the old one drained and stopped). Empty = no limit.",
         sample: Sample::Value("2048"),
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| set(&mut c.cluster.memory_limit.rss, megabytes(v)?),
         get: |c| mb(c.cluster.memory_limit.rss),
     },
@@ -160,6 +187,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
         doc: "Replace a worker whose heapTotal (see above) goes above this. Empty = no limit.",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| set(&mut c.cluster.memory_limit.heap_total, megabytes(v)?),
         get: |c| mb(c.cluster.memory_limit.heap_total),
     },
@@ -170,6 +198,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
         doc: "Replace a worker whose heapUsed (see above) goes above this. Empty = no limit.",
         sample: Sample::Value("1024"),
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| set(&mut c.cluster.memory_limit.heap_used, megabytes(v)?),
         get: |c| mb(c.cluster.memory_limit.heap_used),
     },
@@ -181,6 +210,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
               delay is random, up to this * (2^n - 1); the first restart is immediate. May be 0.",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| set(&mut c.cluster.worker_restart_delay, millis(v, 0)?),
         get: |c| ms(c.cluster.worker_restart_delay),
     },
@@ -192,6 +222,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
               crash-looping worker waits at most 50 ms * 1023, about 51 seconds.",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| set(&mut c.cluster.max_restart_backoff, max_backoff(v)?),
         get: |c| c.cluster.max_restart_backoff.to_string(),
     },
@@ -203,6 +234,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
               floor(CPUs/2)+1.",
         sample: Sample::Commented("2"),
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| set(&mut c.cluster.worker_count, worker_count(v)?),
         get: |c| c.cluster.worker_count.to_string(),
     },
@@ -217,6 +249,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
               a dead worker's slot waits for a new worker to start.",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| set(&mut c.cluster.standby_workers, standby_workers(v)?),
         get: |c| c.cluster.standby_workers.to_string(),
     },
@@ -228,6 +261,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
               requests before the rest are closed. 0 = close them at once.",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| set(&mut c.cluster.drain_timeout, millis(v, 0)?),
         get: |c| ms(c.cluster.drain_timeout),
     },
@@ -240,6 +274,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
               directory must exist and be writable by the master.",
         sample: Sample::Commented("/run/activestack-gateway/control.sock"),
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| set(&mut c.cluster.control_socket, socket_path(v)?),
         get: |c| c.cluster.control_socket.display().to_string(),
     },
@@ -251,6 +286,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
               machine only); use 0.0.0.0 to listen on all interfaces.",
         sample: Sample::Value("127.0.0.1"),
         secret: false,
+        empty: IfEmpty::Refused("it decides where clients connect"),
         set: |c, v| set(&mut c.frontend.host, host(v)?),
         get: |c| c.frontend.host.clone(),
     },
@@ -261,6 +297,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
         doc: "TCP port the gateway listens on for clients. 0 = any free port.",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Refused("it decides where clients connect"),
         set: |c, v| set(&mut c.frontend.port, port(v, 0)?),
         get: |c| c.frontend.port.to_string(),
     },
@@ -272,6 +309,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
               too).",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| set(&mut c.frontend.log_level, v.parse::<LogLevel>()?),
         get: |c| c.frontend.log_level.to_string(),
     },
@@ -283,6 +321,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
               (gateway.redis.gatewaycontrolqueue) must carry. Empty = not set.",
         sample: Sample::Default,
         secret: true,
+        empty: IfEmpty::Default,
         set: |c, v| set(&mut c.frontend.shutdown_code, optional_text(v)),
         get: |c| c.frontend.shutdown_code.clone().unwrap_or_default(),
     },
@@ -295,7 +334,8 @@ pub(crate) static KEYS: &[KeySpec] = &[
               a missing or bad file is refused, never served as plain HTTP.",
         sample: Sample::Default,
         secret: false,
-        set: |c, v| set(&mut c.frontend.ssl, boolean(v)?),
+        empty: IfEmpty::Default,
+        set: |c, v| set(&mut c.frontend.ssl, node_boolean(v, SSL)?),
         get: |c| c.frontend.ssl.to_string(),
     },
     KeySpec {
@@ -306,6 +346,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
               from the master's working directory.",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| set(&mut c.frontend.private_key, optional_path(v)),
         get: |c| show_path(c.frontend.private_key.as_deref()),
     },
@@ -317,30 +358,43 @@ pub(crate) static KEYS: &[KeySpec] = &[
               intermediates.",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| set(&mut c.frontend.certificate, optional_path(v)),
         get: |c| show_path(c.frontend.certificate.as_deref()),
     },
     KeySpec {
-        name: "frontend.cert_auth",
-        unit: "path",
+        name: CERT_AUTH,
+        unit: "paths",
         default: "",
-        doc: "TLS CA / intermediate certificates (PEM file), appended to the chain served \
-              after frontend.certificate (as the Node gateway's OpenSSL did with it). Not used \
-              to check clients. Empty = none.",
+        doc: "TLS CA / intermediate certificates: PEM files, separated by commas (as the Node \
+              gateway read it), appended in that order to the chain served after \
+              frontend.certificate (as the Node gateway's OpenSSL did with them). Not used to \
+              check clients. Empty = none.",
         sample: Sample::Default,
         secret: false,
-        set: |c, v| set(&mut c.frontend.cert_auth, optional_path(v)),
-        get: |c| show_path(c.frontend.cert_auth.as_deref()),
+        empty: IfEmpty::Default,
+        set: |c, v| set(&mut c.frontend.cert_auth, path_list(v)?),
+        get: |c| {
+            let paths: Vec<String> = c
+                .frontend
+                .cert_auth
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            paths.join(",")
+        },
     },
     KeySpec {
-        name: "frontend.session_secret",
+        name: SESSION_SECRET,
         unit: "secret",
         default: "",
         doc: "Secret that signs client session cookies. Set a long random secret, e.g. the \
-              output of `openssl rand -base64 48`.",
+              output of `openssl rand -base64 48`; at most 4096 bytes (HMAC-SHA512 hashes a \
+              secret longer than 128 bytes down to 64 anyway).",
         sample: Sample::Default,
         secret: true,
-        set: |c, v| set(&mut c.frontend.session_secret, optional_text(v)),
+        empty: IfEmpty::Default,
+        set: |c, v| set(&mut c.frontend.session_secret, session_secret(v)?),
         get: |c| c.frontend.session_secret.clone().unwrap_or_default(),
     },
     KeySpec {
@@ -351,6 +405,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
               acknowledges it.",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| {
             set(
                 &mut c.frontend.client_message_resend_interval,
@@ -368,6 +423,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
               (close code 1009) and the worker logs it. 1024 to 67108864.",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| set(&mut c.frontend.max_message_size, max_message_size(v)?),
         get: |c| c.frontend.max_message_size.to_string(),
     },
@@ -380,6 +436,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
               limit, as the Node gateway had none.",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| set(&mut c.frontend.max_requests_per_second, rate(v)?),
         get: |c| c.frontend.max_requests_per_second.to_string(),
     },
@@ -392,6 +449,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
               stays open); otherwise it is closed. Websockets are not affected once upgraded.",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| set(&mut c.frontend.header_timeout, millis(v, 100)?),
         get: |c| ms(c.frontend.header_timeout),
     },
@@ -399,17 +457,13 @@ pub(crate) static KEYS: &[KeySpec] = &[
         name: FLASH_POLICY_PORT,
         unit: "port",
         default: "",
-        doc: "Obsolete (Flash clients are gone): accepted for compatibility, ignored with a \
-              warning.",
+        doc: "Obsolete (Flash clients are gone): any value is accepted for compatibility and \
+              ignored with a warning.",
         sample: Sample::Commented("10843"),
         secret: false,
-        set: |c, v| set(&mut c.frontend.flash_policy_port, optional_port(v)?),
-        get: |c| {
-            c.frontend
-                .flash_policy_port
-                .map(|p| p.to_string())
-                .unwrap_or_default()
-        },
+        empty: IfEmpty::Default,
+        set: |c, v| set(&mut c.frontend.flash_policy_port, optional_text(v)),
+        get: |c| c.frontend.flash_policy_port.clone().unwrap_or_default(),
     },
     KeySpec {
         name: SOCKETIO_TIMEOUT,
@@ -419,6 +473,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
               disconnected.",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| set(&mut c.gateway.socketio.timeout, seconds(v)?),
         get: |c| c.gateway.socketio.timeout.as_secs().to_string(),
     },
@@ -430,6 +485,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
               gateway.socketio.timeout.",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| set(&mut c.gateway.socketio.interval, seconds(v)?),
         get: |c| c.gateway.socketio.interval.as_secs().to_string(),
     },
@@ -441,6 +497,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
               and broadcasts over every worker. Clients are served while it is down.",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Refused("it decides which Redis the gateway uses"),
         set: |c, v| set(&mut c.gateway.redis.host, host(v)?),
         get: |c| c.gateway.redis.host.clone(),
     },
@@ -451,6 +508,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
         doc: "Redis port.",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Refused("it decides which Redis the gateway uses"),
         set: |c, v| set(&mut c.gateway.redis.port, port(v, 1)?),
         get: |c| c.gateway.redis.port.to_string(),
     },
@@ -461,6 +519,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
         doc: "Redis password. Empty = no AUTH.",
         sample: Sample::Default,
         secret: true,
+        empty: IfEmpty::Default,
         set: |c, v| set(&mut c.gateway.redis.password, optional_text(v)),
         get: |c| c.gateway.redis.password.clone().unwrap_or_default(),
     },
@@ -473,6 +532,9 @@ pub(crate) static KEYS: &[KeySpec] = &[
               adapter's channels: gateways sharing it share rooms.",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Refused(
+            "it names the control channel and the socket.io adapter's channels",
+        ),
         set: |c, v| set(&mut c.gateway.redis.control_channel, non_empty(v)?),
         get: |c| c.gateway.redis.control_channel.clone(),
     },
@@ -483,17 +545,24 @@ pub(crate) static KEYS: &[KeySpec] = &[
         doc: "Connection attempts to Redis before giving up (at least 1).",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| set(&mut c.gateway.redis.max_attempts, attempts(v)?),
         get: |c| c.gateway.redis.max_attempts.to_string(),
     },
     KeySpec {
-        name: "gateway.redis.offline_queue",
+        name: OFFLINE_QUEUE,
         unit: "true/false",
         default: "false",
         doc: "Queue Redis commands while disconnected (true) or fail them at once (false).",
         sample: Sample::Default,
         secret: false,
-        set: |c, v| set(&mut c.gateway.redis.offline_queue, boolean(v)?),
+        empty: IfEmpty::Default,
+        set: |c, v| {
+            set(
+                &mut c.gateway.redis.offline_queue,
+                node_boolean(v, OFFLINE_QUEUE)?,
+            )
+        },
         get: |c| c.gateway.redis.offline_queue.to_string(),
     },
     KeySpec {
@@ -503,6 +572,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
         doc: "RabbitMQ server (messages between clients and the backend).",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Refused("it decides which RabbitMQ the gateway uses"),
         set: |c, v| set(&mut c.gateway.rabbitmq.host, host(v)?),
         get: |c| c.gateway.rabbitmq.host.clone(),
     },
@@ -513,6 +583,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
         doc: "RabbitMQ (AMQP) port.",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Refused("it decides which RabbitMQ the gateway uses"),
         set: |c, v| set(&mut c.gateway.rabbitmq.port, port(v, 1)?),
         get: |c| c.gateway.rabbitmq.port.to_string(),
     },
@@ -523,6 +594,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
         doc: "RabbitMQ user name.",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Refused("it decides which RabbitMQ the gateway uses"),
         set: |c, v| set(&mut c.gateway.rabbitmq.login, non_empty(v)?),
         get: |c| c.gateway.rabbitmq.login.clone(),
     },
@@ -530,10 +602,11 @@ pub(crate) static KEYS: &[KeySpec] = &[
         name: "gateway.rabbitmq.password",
         unit: "secret",
         default: "guest",
-        doc: "RabbitMQ password. guest/guest only works from localhost; set a real user and \
-              password for a remote broker.",
+        doc: "RabbitMQ password (empty = an empty password). guest/guest only works from \
+              localhost; set a real user and password for a remote broker.",
         sample: Sample::Default,
         secret: true,
+        empty: IfEmpty::Value,
         set: |c, v| set(&mut c.gateway.rabbitmq.password, v.to_string()),
         get: |c| c.gateway.rabbitmq.password.clone(),
     },
@@ -544,17 +617,19 @@ pub(crate) static KEYS: &[KeySpec] = &[
         doc: "RabbitMQ virtual host.",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Refused("it decides which RabbitMQ the gateway uses"),
         set: |c, v| set(&mut c.gateway.rabbitmq.vhost, non_empty(v)?),
         get: |c| c.gateway.rabbitmq.vhost.clone(),
     },
     KeySpec {
-        name: "gateway.rabbitmq.durable",
+        name: DURABLE,
         unit: "true/false",
         default: "false",
         doc: "Declare the gateway's queues durable (they survive a broker restart).",
         sample: Sample::Default,
         secret: false,
-        set: |c, v| set(&mut c.gateway.rabbitmq.durable, boolean(v)?),
+        empty: IfEmpty::Default,
+        set: |c, v| set(&mut c.gateway.rabbitmq.durable, node_boolean(v, DURABLE)?),
         get: |c| c.gateway.rabbitmq.durable.to_string(),
     },
     KeySpec {
@@ -569,6 +644,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
               At least 1000 when set.",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| {
             let expires = match v {
                 "" | "0" => None,
@@ -592,6 +668,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
               RabbitMQ. 0 = no limit.",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| {
             set(
                 &mut c.gateway.rabbitmq.max_queue_declares_per_second,
@@ -608,6 +685,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
               is published to NATS JetStream as a Centrifugo command (see docs/outbox.md).",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| set(&mut c.relay.enabled, boolean(v)?),
         get: |c| c.relay.enabled.to_string(),
     },
@@ -620,6 +698,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
               check-config: it may hold a password.",
         sample: Sample::Default,
         secret: true,
+        empty: IfEmpty::Default,
         set: |c, v| set(&mut c.relay.mongodb_url, mongodb_url(v)?),
         get: |c| c.relay.mongodb_url.clone(),
     },
@@ -630,6 +709,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
         doc: "Database of the outbox and checkpoint collections (seed: [storage] database_name).",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| set(&mut c.relay.database, non_empty(v)?),
         get: |c| c.relay.database.clone(),
     },
@@ -641,6 +721,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
               messages_outbox_collection_name).",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| set(&mut c.relay.outbox_collection, non_empty(v)?),
         get: |c| c.relay.outbox_collection.clone(),
     },
@@ -653,6 +734,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
               everything up to it.",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| set(&mut c.relay.checkpoint_collection, non_empty(v)?),
         get: |c| c.relay.checkpoint_collection.clone(),
     },
@@ -664,6 +746,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
               it may hold a password.",
         sample: Sample::Default,
         secret: true,
+        empty: IfEmpty::Default,
         set: |c, v| set(&mut c.relay.nats_url, non_empty(v)?),
         get: |c| c.relay.nats_url.clone(),
     },
@@ -676,6 +759,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
               = events.>).",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| {
             set(
                 &mut c.relay.subject_prefix,
@@ -693,6 +777,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
               stream with other settings is reported, never changed.",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| set(&mut c.relay.stream, super::relay::stream_name(v)?),
         get: |c| c.relay.stream.clone(),
     },
@@ -704,6 +789,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
               <this>.<outbox collection>: outside the stream Centrifugo reads.",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| {
             set(
                 &mut c.relay.dead_letter_subject,
@@ -720,6 +806,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
               created if missing.",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| {
             set(
                 &mut c.relay.dead_letter_stream,
@@ -736,6 +823,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
               messages_namespace).",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| {
             set(
                 &mut c.relay.messages_namespace,
@@ -752,6 +840,7 @@ pub(crate) static KEYS: &[KeySpec] = &[
               a slow NATS slows the relay down instead of growing its memory.",
         sample: Sample::Default,
         secret: false,
+        empty: IfEmpty::Default,
         set: |c, v| set(&mut c.relay.max_in_flight, max_in_flight(v)?),
         get: |c| c.relay.max_in_flight.to_string(),
     },
@@ -768,6 +857,43 @@ const GROUPS: &[(&str, &str)] = &[
 /// The table row of `name` (exact, case-sensitive, as .properties keys are).
 pub(crate) fn spec(name: &str) -> Option<&'static KeySpec> {
     KEYS.iter().find(|k| k.name == name)
+}
+
+/// Reads the trimmed `value` of `spec` into `config`, an empty one as [`IfEmpty`] says;
+/// `Err` says what was expected.
+pub(crate) fn apply(spec: &KeySpec, config: &mut Config, value: &str) -> Result<(), String> {
+    match (value.is_empty(), spec.empty) {
+        (true, IfEmpty::Default) => Ok(()),
+        (true, IfEmpty::Refused(why)) => Err(format!(
+            "must not be empty: {why}, and an empty value is what a cut-off line looks like; \
+             write {}={} for the default",
+            spec.name, spec.default
+        )),
+        _ => (spec.set)(config, value),
+    }
+}
+
+/// The problem of a file that sets no known key: refused, so that an emptied or cut-off file
+/// (or one whose every key is misspelled) cannot silently mean the built-in defaults.
+pub(crate) fn sets_no_key(items: &[Property], path: &Path) -> Option<Problem> {
+    if items.iter().any(|p| spec(&p.key).is_some()) {
+        return None;
+    }
+    let what = if items.is_empty() {
+        "sets no key (an empty or cut-off file?)".to_string()
+    } else {
+        let unknown: Vec<&str> = items.iter().map(|p| p.key.as_str()).collect();
+        format!("sets no known key (unknown: {})", unknown.join(", "))
+    };
+    Some(Problem {
+        path: path.to_path_buf(),
+        line: None,
+        message: format!(
+            "{what}: refused, because it would silently mean the built-in defaults (clients \
+             on 0.0.0.0:8080, every interface); set at least one key, or run `server` without \
+             a CONFIG for the defaults"
+        ),
+    })
 }
 
 // ---- value parsers: Ok(value) or Err(what was expected) ----
@@ -887,19 +1013,78 @@ fn port(v: &str, min: u16) -> Result<u16, String> {
     }
 }
 
-fn optional_port(v: &str) -> Result<Option<u16>, String> {
-    if v.is_empty() {
-        return Ok(None);
-    }
-    port(v, 0).map(Some)
-}
+const BOOLEAN: &str = "expected true or false (or t/f, yes/no, 1/0; empty = false)";
 
 fn boolean(v: &str) -> Result<bool, String> {
     match v.to_ascii_lowercase().as_str() {
-        "true" | "yes" | "1" => Ok(true),
-        "false" | "no" | "0" => Ok(false),
-        _ => Err("expected true or false".to_string()),
+        "true" | "t" | "yes" | "1" => Ok(true),
+        "false" | "f" | "no" | "0" => Ok(false),
+        _ => Err(BOOLEAN.to_string()),
     }
+}
+
+/// The values the Node gateway took as true for its boolean keys; it took anything else,
+/// case and trailing spaces included, as false.
+const NODE_TRUE: &[(&str, &[&str])] = &[
+    // orig/src/config/ssl_config.js:13
+    (SSL, &["true", "t", "1"]),
+    // orig/src/factory/redis_store_factory.js:19 (`== 'true'`)
+    (OFFLINE_QUEUE, &["true"]),
+    // orig/src/service/gateway.js:76 (`== 'true'`)
+    (DURABLE, &["true"]),
+];
+
+fn node_true(key: &str) -> Option<&'static [&'static str]> {
+    NODE_TRUE
+        .iter()
+        .find(|(name, _)| *name == key)
+        .map(|(_, values)| *values)
+}
+
+/// `a`, `a and b`, `a, b and c`, each in `quote`s.
+fn listed(values: &[&str], quote: &str) -> String {
+    let quoted: Vec<String> = values
+        .iter()
+        .map(|v| format!("{quote}{v}{quote}"))
+        .collect();
+    match quoted.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
+/// A boolean key the Node gateway had too: a value neither reads as true or false is refused,
+/// saying what the Node gateway made of it (false) so that the operator can write that.
+fn node_boolean(v: &str, key: &str) -> Result<bool, String> {
+    boolean(v).map_err(|expected| match node_true(key) {
+        Some(values) => format!(
+            "{expected}; the Node gateway read any value but {} as false: write false if that \
+             is what you mean",
+            listed(values, "")
+        ),
+        None => expected,
+    })
+}
+
+/// A warning if the Node gateway read `raw` (the value as written, trailing spaces kept) other
+/// than `value` (how it is read here), for the boolean keys it had.
+pub(crate) fn read_otherwise_by_node(
+    path: &Path,
+    line: usize,
+    key: &'static str,
+    raw: &str,
+    value: bool,
+) -> Option<ConfigWarning> {
+    let values = node_true(key)?;
+    (values.contains(&raw) != value).then(|| ConfigWarning::ReadOtherwiseByNode {
+        path: path.to_path_buf(),
+        line,
+        key,
+        value: raw.to_string(),
+        read_as: value,
+        node_took: listed(values, "\""),
+    })
 }
 
 fn host(v: &str) -> Result<String, String> {
@@ -937,6 +1122,39 @@ fn optional_text(v: &str) -> Option<String> {
 
 fn optional_path(v: &str) -> Option<PathBuf> {
     (!v.is_empty()).then(|| PathBuf::from(v))
+}
+
+/// Paths separated by commas, each trimmed (the Node gateway split on `,` too, without
+/// trimming: a space after a comma made it miss the file).
+fn path_list(v: &str) -> Result<Vec<PathBuf>, String> {
+    if v.is_empty() {
+        return Ok(Vec::new());
+    }
+    v.split(',')
+        .enumerate()
+        .map(|(i, path)| match path.trim() {
+            "" => Err(format!(
+                "file {} of the list is empty (two commas in a row, or one at an end)",
+                i + 1
+            )),
+            path => Ok(PathBuf::from(path)),
+        })
+        .collect()
+}
+
+/// `frontend.session_secret` bound: HMAC-SHA512 hashes any key longer than its 128-byte block
+/// down to 64 bytes, so more adds nothing, and every worker's init message carries it.
+pub(crate) const MAX_SESSION_SECRET: usize = 4096;
+
+fn session_secret(v: &str) -> Result<Option<String>, String> {
+    if v.len() > MAX_SESSION_SECRET {
+        return Err(format!(
+            "is {} bytes long, at most {MAX_SESSION_SECRET} (HMAC-SHA512 hashes a secret longer \
+             than 128 bytes down to 64 anyway)",
+            v.len()
+        ));
+    }
+    Ok(optional_text(v))
 }
 
 fn socket_path(v: &str) -> Result<PathBuf, String> {
@@ -1157,8 +1375,17 @@ pub(crate) fn sample_file() -> String {
         "ActiveStack gateway configuration (Java .properties syntax, read as UTF-8).",
         "",
         "A line starting with '#' or '!' is a comment; elsewhere '#' is part of the value. \
-         Values are trimmed. Unknown keys are reported as warnings. Check a file with \
-         `activestack-gateway check-config <file>`; a running master re-reads its file on SIGHUP.",
+         Values are trimmed. An empty value (key=) means the key's default, except for the keys \
+         of where clients connect and of which RabbitMQ and Redis the gateway uses, which must be \
+         written out. true/false keys also take t/f, yes/no and 1/0. Unknown keys are reported \
+         as warnings. Check a file with `activestack-gateway check-config <file>`; a running \
+         master re-reads its file on SIGHUP.",
+        "",
+        "A file that sets no key (empty, or cut off) is refused; run `server` without a file for \
+         the built-in defaults. A reload is refused when it would move the listen address \
+         (frontend.host, frontend.port), RabbitMQ (gateway.rabbitmq.host, port, vhost, login, \
+         password) or Redis (gateway.redis.host, port, password) to a default only because the \
+         key is no longer in the file: write the key out to mean it.",
     ] {
         comment(&mut out, line);
     }

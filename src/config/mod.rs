@@ -9,6 +9,8 @@ mod error;
 mod keys;
 mod properties;
 mod relay;
+mod reload;
+mod worker_init;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,6 +22,8 @@ use serde::{Deserialize, Serialize};
 
 pub use error::{ConfigError, ConfigWarning, Problem};
 pub use relay::{RelayConfig, SeedConfigError};
+pub use reload::{LostKey, ReloadRefused};
+pub use worker_init::WorkerInitError;
 
 /// Where the gateway looks for its config when none is named on the command line.
 pub const DEFAULT_PATH: &str = "/etc/activestack-gateway/gateway.properties";
@@ -96,8 +100,10 @@ pub struct FrontendConfig {
     pub private_key: Option<PathBuf>,
     /// `frontend.certificate` (PEM path); empty = `None`.
     pub certificate: Option<PathBuf>,
-    /// `frontend.cert_auth` (CA chain, PEM path); empty = `None`.
-    pub cert_auth: Option<PathBuf>,
+    /// `frontend.cert_auth`: CA / intermediate certificates (PEM paths, comma-separated in the
+    /// file), appended in this order to the served chain; empty = none.
+    #[serde(default)]
+    pub cert_auth: Vec<PathBuf>,
     /// `frontend.session_secret`; empty = `None`.
     pub session_secret: Option<String>,
     /// `frontend.clientMessageResendInterval` (ms), default 7500.
@@ -109,8 +115,9 @@ pub struct FrontendConfig {
     pub max_requests_per_second: u32,
     /// `frontend.headerTimeout` (ms), default 10 s: for a request head, and between requests.
     pub header_timeout: Duration,
-    /// `frontend.flash_policy_port`: obsolete, accepted and ignored.
-    pub flash_policy_port: Option<u16>,
+    /// `frontend.flash_policy_port`: obsolete; any value is accepted (kept as written, for
+    /// `check-config`) and ignored.
+    pub flash_policy_port: Option<String>,
 }
 
 /// Log level of `frontend.logLevel`. Also accepts the original's winston names
@@ -285,7 +292,7 @@ impl Default for FrontendConfig {
             ssl: false,
             private_key: None,
             certificate: None,
-            cert_auth: None,
+            cert_auth: Vec::new(),
             session_secret: None,
             client_message_resend_interval: Duration::from_millis(7500),
             max_message_size: 1024 * 1024,
@@ -389,6 +396,9 @@ impl Config {
             problems,
         };
         let mut props = properties::parse(text, origin).map_err(|p| invalid(vec![p]))?;
+        if let Some(problem) = keys::sets_no_key(&props.items, origin) {
+            return Err(invalid(vec![problem]));
+        }
         let mut config = Config::defaults();
         config.source = Some(origin.to_path_buf());
         let mut problems = Vec::new();
@@ -399,8 +409,18 @@ impl Config {
                 continue;
             };
             let value = prop.value.trim();
-            match (spec.set)(&mut config, value) {
-                Ok(()) => config.origins.set(spec.name, prop.line),
+            match keys::apply(spec, &mut config, value) {
+                Ok(()) => {
+                    config.origins.set(spec.name, prop.line);
+                    let read_as = (spec.get)(&config) == "true";
+                    warnings.extend(keys::read_otherwise_by_node(
+                        origin,
+                        prop.line,
+                        spec.name,
+                        &prop.value,
+                        read_as,
+                    ));
+                }
                 Err(expected) => {
                     failed.push(spec.name);
                     problems.push(Problem {
@@ -437,23 +457,40 @@ impl Config {
         resolve_with(cli, Path::new(DEFAULT_PATH))
     }
 
-    /// Where the master of this config listens for control clients, read leniently: an operator
-    /// asking `status` after a bad edit still reaches the running master. Falls back to the
-    /// default path when the file or the key cannot be used.
-    pub fn control_socket_of(cli: Option<&Path>) -> PathBuf {
+    /// The config to reach a running master with (`status`, `console`): the file's, as
+    /// [`Config::resolve`] reads it, if it is valid; else as much of it as can be read
+    /// ([`Config::read_leniently`]), with the reason it is not valid. The running master holds
+    /// the config it last read, so an operator asking after a bad edit must still reach it.
+    pub fn resolve_for_control(cli: Option<&Path>) -> (Config, Option<ConfigError>) {
+        match Config::resolve(cli) {
+            Ok(loaded) => (loaded.config, None),
+            Err(e) => (Config::read_leniently(cli), Some(e)),
+        }
+    }
+
+    /// The file `cli` names (or the default one) read as far as it goes, never an error: bytes
+    /// that are not UTF-8 become U+FFFD (as the Node gateway's parser read them: Node's
+    /// `Buffer.toString()`), a value that is invalid keeps its key's default, and there are no
+    /// rules between keys. A file that cannot be read or parsed gives the defaults.
+    pub fn read_leniently(cli: Option<&Path>) -> Config {
         let path = cli.unwrap_or(Path::new(DEFAULT_PATH));
-        std::fs::read(path)
-            .ok()
-            .and_then(|bytes| {
-                let text = String::from_utf8(bytes).ok()?;
-                let props = properties::parse(&text, path).ok()?;
-                let value = props.get("cluster.controlSocket")?.value.trim().to_owned();
-                let mut config = Config::defaults();
-                let spec = keys::spec("cluster.controlSocket")?;
-                (spec.set)(&mut config, &value).ok()?;
-                Some(config.cluster.control_socket)
-            })
-            .unwrap_or_else(default_control_socket)
+        let mut config = Config::defaults();
+        let Ok(bytes) = std::fs::read(path) else {
+            return config;
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        let Ok(props) = properties::parse(&text, path) else {
+            return config;
+        };
+        config.source = Some(path.to_path_buf());
+        for spec in keys::KEYS {
+            if let Some(prop) = props.get(spec.name)
+                && keys::apply(spec, &mut config, prop.value.trim()).is_ok()
+            {
+                config.origins.set(spec.name, prop.line);
+            }
+        }
+        config
     }
 
     /// Every known key with its effective value as text and where it came from, in table order,

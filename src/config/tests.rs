@@ -126,20 +126,45 @@ fn control_socket_default() {
 }
 
 #[test]
-fn empty_file_gives_defaults_from_that_file() {
-    let loaded = ok("# nothing\n");
+fn a_file_that_sets_no_key_is_refused() {
+    let rule = "refused, because it would silently mean the built-in defaults (clients on \
+                0.0.0.0:8080, every interface); set at least one key, or run `server` without a \
+                CONFIG for the defaults";
+    for text in ["", "# nothing\n", "\n\n! all gone\n"] {
+        assert_eq!(
+            err(text),
+            format!("gateway.properties: sets no key (an empty or cut-off file?): {rule}")
+        );
+    }
+    assert_eq!(
+        err("frontend.prot=1\ngateway.host=x\n"),
+        format!(
+            "gateway.properties: sets no known key (unknown: frontend.prot, gateway.host): {rule}"
+        )
+    );
+}
+
+#[test]
+fn one_key_is_enough_and_the_rest_are_defaults() {
+    let loaded = ok("# nearly nothing\ncluster.workerCount=2\n");
     assert!(loaded.warnings.is_empty());
     let expected = Config {
         source: Some(PathBuf::from(FILE)),
+        cluster: ClusterConfig {
+            worker_count: 2,
+            ..ClusterConfig::default()
+        },
         ..Config::defaults()
     };
-    assert_eq!(loaded.config, expected);
+    assert_eq!(loaded.config.cluster, expected.cluster);
+    assert_eq!(loaded.config.frontend, expected.frontend);
+    assert_eq!(loaded.config.gateway, expected.gateway);
     assert!(
         loaded
             .config
             .entries()
             .iter()
-            .all(|e| e.origin == Origin::Default)
+            .all(|e| (e.origin == Origin::Default) == (e.key != "cluster.workerCount"))
     );
 }
 
@@ -165,10 +190,10 @@ frontend.host=::1
 frontend.port=0
 frontend.logLevel=SILLY
 frontend.shutdownCode=pass123
-frontend.ssl=Yes
+frontend.ssl=t
 frontend.private_key=/etc/key.pem
 frontend.certificate=/etc/cert.pem
-frontend.cert_auth=/etc/ca.pem
+frontend.cert_auth=/etc/ca.pem, /etc/ca2.pem
 frontend.session_secret=s3cret
 frontend.clientMessageResendInterval=1
 frontend.maxMessageSize=2048
@@ -181,13 +206,13 @@ gateway.redis.port=6380
 gateway.redis.password=rpass
 gateway.redis.gatewaycontrolqueue=ctl
 gateway.redis.max_attempts=5
-gateway.redis.offline_queue=TRUE
+gateway.redis.offline_queue=true
 gateway.rabbitmq.host=mq.example
 gateway.rabbitmq.port=5673
 gateway.rabbitmq.login=gw
 gateway.rabbitmq.password=mqpass
 gateway.rabbitmq.vhost=/gw
-gateway.rabbitmq.durable=1
+gateway.rabbitmq.durable=true
 gateway.rabbitmq.clientQueueExpires=90000
 gateway.rabbitmq.maxQueueDeclaresPerSecond=9
 relay.enabled=true
@@ -239,7 +264,10 @@ relay.maxInFlight=10
     assert!(c.frontend.ssl);
     assert_eq!(c.frontend.private_key, Some(PathBuf::from("/etc/key.pem")));
     assert_eq!(c.frontend.certificate, Some(PathBuf::from("/etc/cert.pem")));
-    assert_eq!(c.frontend.cert_auth, Some(PathBuf::from("/etc/ca.pem")));
+    assert_eq!(
+        c.frontend.cert_auth,
+        vec![PathBuf::from("/etc/ca.pem"), PathBuf::from("/etc/ca2.pem")]
+    );
     assert_eq!(c.frontend.session_secret.as_deref(), Some("s3cret"));
     assert_eq!(
         c.frontend.client_message_resend_interval,
@@ -329,17 +357,18 @@ fn bad_number_names_file_line_key_value_and_expectation() {
 
 #[test]
 fn trailing_comment_gets_a_note() {
-    let text = format!("{}frontend.flash_policy_port=10443 # comment\n", filler(6));
+    let text = format!("{}gateway.redis.port=6379 # comment\n", filler(6));
     assert_eq!(
         err(&text),
-        "gateway.properties:7: frontend.flash_policy_port = \"10443 # comment\": expected a port \
-         number (0-65535); note: '#' starts a comment only at the start of a line in .properties \
+        "gateway.properties:7: gateway.redis.port = \"6379 # comment\": expected a port \
+         number (1-65535); note: '#' starts a comment only at the start of a line in .properties \
          files"
     );
     assert_eq!(
-        err("gateway.redis.offline_queue=false ! no\n"),
-        "gateway.properties:1: gateway.redis.offline_queue = \"false ! no\": expected true or \
-         false; note: '!' starts a comment only at the start of a line in .properties files"
+        err("relay.enabled=false ! no\n"),
+        "gateway.properties:1: relay.enabled = \"false ! no\": expected true or false (or t/f, \
+         yes/no, 1/0; empty = false); note: '!' starts a comment only at the start of a line in \
+         .properties files"
     );
 }
 
@@ -401,16 +430,18 @@ fn each_kind_of_bad_value() {
             "cluster.standbyWorkers = \"yes\": expected a whole number",
         ),
         (
-            "cluster.controlSocket=",
-            "cluster.controlSocket = \"\": expected an absolute path",
-        ),
-        (
             "cluster.controlSocket=run/x.sock",
             "cluster.controlSocket = \"run/x.sock\": expected an absolute path",
         ),
         (
             "frontend.host=",
-            "frontend.host = \"\": expected a host name or IP address",
+            "frontend.host = \"\": must not be empty: it decides where clients connect, and an \
+             empty value is what a cut-off line looks like; write frontend.host=0.0.0.0 for the \
+             default",
+        ),
+        (
+            "frontend.host=a b",
+            "frontend.host = \"a b\": expected a host name or IP address",
         ),
         (
             "frontend.port=65536",
@@ -426,7 +457,9 @@ fn each_kind_of_bad_value() {
         ),
         (
             "frontend.ssl=enabled",
-            "frontend.ssl = \"enabled\": expected true or false",
+            "frontend.ssl = \"enabled\": expected true or false (or t/f, yes/no, 1/0; empty = \
+             false); the Node gateway read any value but true, t and 1 as false: write false if \
+             that is what you mean",
         ),
         (
             "frontend.clientMessageResendInterval=0",
@@ -442,7 +475,9 @@ fn each_kind_of_bad_value() {
         ),
         (
             "gateway.redis.gatewaycontrolqueue=",
-            "gateway.redis.gatewaycontrolqueue = \"\": must not be empty",
+            "gateway.redis.gatewaycontrolqueue = \"\": must not be empty: it names the control \
+             channel and the socket.io adapter's channels, and an empty value is what a cut-off \
+             line looks like; write gateway.redis.gatewaycontrolqueue=gateway for the default",
         ),
         (
             "gateway.redis.max_attempts=0",
@@ -450,11 +485,24 @@ fn each_kind_of_bad_value() {
         ),
         (
             "gateway.rabbitmq.vhost=",
-            "gateway.rabbitmq.vhost = \"\": must not be empty",
+            "gateway.rabbitmq.vhost = \"\": must not be empty: it decides which RabbitMQ the \
+             gateway uses, and an empty value is what a cut-off line looks like; write \
+             gateway.rabbitmq.vhost=/ for the default",
         ),
         (
-            "gateway.rabbitmq.durable=",
-            "gateway.rabbitmq.durable = \"\": expected true or false",
+            "gateway.rabbitmq.durable=yes please",
+            "gateway.rabbitmq.durable = \"yes please\": expected true or false (or t/f, yes/no, \
+             1/0; empty = false); the Node gateway read any value but true as false: write false \
+             if that is what you mean",
+        ),
+        (
+            "relay.enabled=on",
+            "relay.enabled = \"on\": expected true or false (or t/f, yes/no, 1/0; empty = false)",
+        ),
+        (
+            "frontend.cert_auth=a.pem,",
+            "frontend.cert_auth = \"a.pem,\": file 2 of the list is empty (two commas in a row, \
+             or one at an end)",
         ),
     ];
     for (line, expected) in cases {
@@ -484,7 +532,9 @@ fn all_problems_at_once_sorted_by_line_without_trailing_newline() {
         e.to_string(),
         "gateway.properties:1: frontend.port = \"http\": expected a port number (0-65535)\n\
          gateway.properties:2: cluster.workerCount = \"many\": expected a whole number\n\
-         gateway.properties:4: frontend.ssl = \"maybe\": expected true or false"
+         gateway.properties:4: frontend.ssl = \"maybe\": expected true or false (or t/f, yes/no, \
+         1/0; empty = false); the Node gateway read any value but true, t and 1 as false: write \
+         false if that is what you mean"
     );
     assert_eq!(e.problems().len(), 3);
     assert_eq!(e.path(), Path::new(FILE));
@@ -550,7 +600,7 @@ fn ssl_needs_key_and_certificate() {
 fn unknown_keys_warn_with_suggestions() {
     let text = format!(
         "{}cluster.workertimeout=5000\nworkerCount=2\nfrontend.private-key=\nbogus.key=1\n\
-         gateway.redis.hots=x\n",
+         gateway.redis.hots=x\nfrontend.port=1\n",
         filler(8)
     );
     assert_eq!(
@@ -596,16 +646,154 @@ fn duplicate_keys_last_wins_with_warning() {
 }
 
 #[test]
-fn flash_policy_port_is_parsed_and_ignored_with_a_warning() {
-    let loaded = ok("\n\nfrontend.flash_policy_port=10843\n");
-    assert_eq!(loaded.config.frontend.flash_policy_port, Some(10843));
+fn flash_policy_port_takes_any_value_and_is_ignored_with_a_warning() {
+    // Line 20 of the Node gateway's own env.default.ssl.properties.
+    for value in [
+        "10843",
+        "10443 # Optionally change the Flash Policy Port",
+        "x",
+    ] {
+        let text = format!("\n\nfrontend.flash_policy_port={value}\n");
+        let loaded = ok(&text);
+        assert_eq!(
+            loaded.config.frontend.flash_policy_port.as_deref(),
+            Some(value)
+        );
+        assert_eq!(
+            warnings(&text),
+            vec![
+                "gateway.properties:3: frontend.flash_policy_port is obsolete and ignored (Flash \
+                 clients no longer exist; no policy file is served)"
+            ]
+        );
+    }
+}
+
+#[test]
+fn empty_values_are_the_defaults() {
+    let text = "cluster.heartbeatInterval=\ncluster.workerCount=\ncluster.controlSocket=\n\
+                frontend.logLevel=\nfrontend.ssl=\nfrontend.cert_auth=\n\
+                frontend.clientMessageResendInterval=\ngateway.socketio.timeout=\n\
+                gateway.redis.offline_queue=\ngateway.redis.max_attempts=\n\
+                gateway.rabbitmq.durable=\ngateway.rabbitmq.clientQueueExpires=\n\
+                relay.enabled=\nrelay.mongodb.url=\nrelay.maxInFlight=\n";
+    let loaded = ok(text);
+    assert_eq!(loaded.warnings, vec![]);
+    let c = loaded.config;
+    let defaults = Config::defaults();
+    assert_eq!(c.cluster, defaults.cluster);
+    assert_eq!(c.frontend, defaults.frontend);
+    assert_eq!(c.gateway, defaults.gateway);
+    assert_eq!(c.relay, defaults.relay);
+    // Set in the file, to the default.
+    assert_eq!(c.origin("frontend.ssl"), Origin::File { line: 5 });
+}
+
+#[test]
+fn an_empty_rabbitmq_password_is_an_empty_password() {
     assert_eq!(
-        warnings("\n\nfrontend.flash_policy_port=10843\n"),
+        ok("gateway.rabbitmq.password=\n")
+            .config
+            .gateway
+            .rabbitmq
+            .password,
+        ""
+    );
+}
+
+#[test]
+fn booleans_as_the_node_gateway_wrote_them() {
+    for (value, expected) in [
+        ("true", true),
+        ("t", true),
+        ("T", true),
+        ("1", true),
+        ("yes", true),
+        ("false", false),
+        ("f", false),
+        ("0", false),
+        ("No", false),
+    ] {
+        let c = ok(&format!("relay.enabled={value}\n")).config;
+        assert_eq!(c.relay.enabled, expected, "{value}");
+    }
+    // Every boolean key defaults to false (the "empty = false" of the error message).
+    for spec in KEYS.iter().filter(|k| k.unit == "true/false") {
+        assert_eq!(spec.default, "false", "{}", spec.name);
+    }
+}
+
+#[test]
+fn a_boolean_the_node_gateway_read_otherwise_warns() {
+    // ssl_config.js: "true", "t", "1" (exactly) are true; gateway.js and
+    // redis_store_factory.js: only "true".
+    assert_eq!(
+        warnings("frontend.ssl=t\nfrontend.private_key=k\nfrontend.certificate=c\n"),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        warnings("frontend.ssl=TRUE\nfrontend.private_key=k\nfrontend.certificate=c\n"),
         vec![
-            "gateway.properties:3: frontend.flash_policy_port is obsolete and ignored (Flash \
-             clients no longer exist; no policy file is served)"
+            "gateway.properties:1: frontend.ssl = \"TRUE\" is read as true; the Node gateway read \
+             it as false (it took only \"true\", \"t\" and \"1\")"
         ]
     );
+    assert_eq!(
+        warnings("gateway.rabbitmq.durable=1\ngateway.redis.offline_queue=true \n"),
+        vec![
+            "gateway.properties:1: gateway.rabbitmq.durable = \"1\" is read as true; the Node \
+             gateway read it as false (it took only \"true\")",
+            "gateway.properties:2: gateway.redis.offline_queue = \"true \" is read as true; the \
+             Node gateway read it as false (it took only \"true\")",
+        ]
+    );
+    assert_eq!(
+        warnings("gateway.rabbitmq.durable=false\nrelay.enabled=1\n"),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn session_secret_is_at_most_4096_bytes() {
+    ok(&format!("frontend.session_secret={}\n", "s".repeat(4096)));
+    assert_eq!(
+        err(&format!("frontend.session_secret={}\n", "s".repeat(4097))),
+        "gateway.properties:1: frontend.session_secret (value hidden): is 4097 bytes long, at \
+         most 4096 (HMAC-SHA512 hashes a secret longer than 128 bytes down to 64 anyway)"
+    );
+}
+
+#[test]
+fn read_leniently_takes_what_it_can() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.properties");
+    std::fs::write(
+        &path,
+        b"frontend.session_secret=p\xe4ss\ncluster.controlSocket=/tmp/x.sock\n\
+          cluster.workerCount=many\ngateway.redis.port=6380\n",
+    )
+    .unwrap();
+    assert!(Config::load(&path).is_err());
+    let c = Config::read_leniently(Some(&path));
+    assert_eq!(c.cluster.control_socket, PathBuf::from("/tmp/x.sock"));
+    assert_eq!(c.gateway.redis.port, 6380);
+    assert_eq!(
+        c.cluster.worker_count,
+        Config::defaults().cluster.worker_count
+    );
+    assert_eq!(c.frontend.session_secret.as_deref(), Some("p\u{fffd}ss"));
+
+    let (c, problems) = Config::resolve_for_control(Some(&path));
+    assert_eq!(c.gateway.redis.port, 6380);
+    assert!(
+        problems
+            .unwrap()
+            .to_string()
+            .ends_with(":1: not valid UTF-8 (save the file as UTF-8)")
+    );
+
+    let missing = dir.path().join("missing");
+    assert_eq!(Config::read_leniently(Some(&missing)), Config::defaults());
 }
 
 #[test]

@@ -77,9 +77,31 @@ impl Cluster {
 
     fn launch_unset(bin: &Path, unset: &[&str], extra: &str, env: &[(&str, &str)]) -> Cluster {
         let unset: Vec<String> = unset.iter().map(|k| k.to_string()).collect();
+        Self::launch_written(bin, env, unset.clone(), |config, dir| {
+            write_config(config, dir, &unset, extra)
+        })
+    }
+
+    /// Starts a master on a config file of the test's own (no `FAST` base): `text` gets the
+    /// test's directory (for `cluster.controlSocket`) and gives the whole file. Waits until all
+    /// workers are ready.
+    pub fn start_with_file(text: impl FnOnce(&Path) -> String) -> Cluster {
+        let cluster = Self::launch_written(Path::new(BIN), &[], Vec::new(), |config, dir| {
+            std::fs::write(config, text(dir)).expect("write config")
+        });
+        cluster.wait_ready();
+        cluster
+    }
+
+    fn launch_written(
+        bin: &Path,
+        env: &[(&str, &str)],
+        unset: Vec<String>,
+        write: impl FnOnce(&Path, &Path),
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("gateway.properties");
-        write_config(&config, dir.path(), &unset, extra);
+        write(&config, dir.path());
         let mut command = Command::new(bin);
         command
             .arg("server")

@@ -12,11 +12,17 @@ impl Master {
         for warning in &loaded.warnings {
             tracing::warn!("{warning}");
         }
+        if let Err(e) = self.config.check_reload(&loaded.config) {
+            return self.reload_failed(&e.to_string());
+        }
         // Checked before anything changes, so a bad file leaves the current workers serving.
         let tls = match TlsFiles::load(&loaded.config) {
             Ok(tls) => tls,
             Err(e) => return self.reload_failed(&error_chain(&e)),
         };
+        if let Err(e) = loaded.config.check_worker_init(tls.as_ref()) {
+            return self.reload_failed(&error_chain(&e));
+        }
         let mut new = loaded.config;
         crate::gateway::secret::fill(&mut new, Some(&self.config));
         let (old_front, new_front) = (&self.config.frontend, &new.frontend);
