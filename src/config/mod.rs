@@ -8,6 +8,7 @@
 mod error;
 mod keys;
 mod properties;
+mod realtime;
 mod relay;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use error::{ConfigError, ConfigWarning, Problem};
+pub use realtime::{CentrifugoConfigError, NamespaceConfig, RealtimeConfig};
 pub use relay::{RelayConfig, SeedConfigError};
 
 /// Where the gateway looks for its config when none is named on the command line.
@@ -38,6 +40,9 @@ pub struct Config {
     /// `relay.*`: the MongoDB outbox -> NATS JetStream relay.
     #[serde(default)]
     pub relay: RelayConfig,
+    /// `realtime.*`: Centrifugo-compatible delivery of the events to users.
+    #[serde(default)]
+    pub realtime: RealtimeConfig,
     /// Which keys were set in the file, and on which line (for [`Config::entries`]).
     #[serde(default)]
     pub origins: Origins,
@@ -354,6 +359,7 @@ impl Config {
             frontend: FrontendConfig::default(),
             gateway: GatewayConfig::default(),
             relay: RelayConfig::default(),
+            realtime: RealtimeConfig::default(),
             origins: Origins::default(),
         }
     }
@@ -398,15 +404,26 @@ impl Config {
             }
         }
         for prop in &props.items {
-            if keys::spec(&prop.key).is_none() {
-                warnings.push(ConfigWarning::UnknownKey {
+            if keys::spec(&prop.key).is_some() {
+                continue;
+            }
+            // `realtime.namespace.<name>.*` of namespaces other than the table's.
+            match realtime::namespace_key(&mut config.realtime, &prop.key, prop.value.trim()) {
+                Some(Ok(())) => config.origins.set(&prop.key, prop.line),
+                Some(Err(expected)) => problems.push(Problem {
+                    path: origin.to_path_buf(),
+                    line: Some(prop.line),
+                    message: format!("{} = {:?}: {expected}", prop.key, prop.value.trim()),
+                }),
+                None => warnings.push(ConfigWarning::UnknownKey {
                     path: origin.to_path_buf(),
                     line: prop.line,
                     key: prop.key.clone(),
                     suggestion: keys::suggest(&prop.key),
-                });
+                }),
             }
         }
+        realtime::resolve(&mut config, origin, &mut problems);
         keys::cross_check(&config, origin, &failed, &mut problems, &mut warnings);
         if !problems.is_empty() {
             problems.sort_by_key(|p| p.line);

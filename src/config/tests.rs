@@ -198,6 +198,23 @@ relay.nats.deadLetterSubject=dead
 relay.nats.deadLetterStream=DEAD
 relay.messagesNamespace=ns
 relay.maxInFlight=10
+realtime.enabled=true
+realtime.token.hmacSecretKey=jwt
+realtime.api.key=api
+realtime.allowedOrigins=https://a.example, https://b.example
+realtime.nats.url=nats://n:4222
+realtime.nats.stream=EV2
+realtime.nats.subjects=ev.>
+realtime.nats.consumer=gw
+realtime.nats.maxAckPending=7
+realtime.nats.maxDeliver=3
+realtime.nats.deadLetterSubject=dl.rt
+realtime.presenceTtl=5
+realtime.namespace.personal.historySize=10
+realtime.namespace.personal.historyTtl=20
+realtime.namespace.personal.forceRecovery=false
+realtime.namespace.personal.presence=false
+realtime.namespace.personal.allowUserLimitedChannels=false
 ";
     let loaded = ok(text);
     assert_eq!(loaded.warnings, vec![]);
@@ -277,7 +294,8 @@ relay.maxInFlight=10
     assert_eq!(c.relay, relay);
     // Every key came from the file, on its own line, in table order.
     for entry in c.entries() {
-        if entry.key == "frontend.flash_policy_port" {
+        // realtime.centrifugoConfig cannot be set together with the other realtime keys.
+        if entry.key == "frontend.flash_policy_port" || entry.key == "realtime.centrifugoConfig" {
             assert_eq!(entry.origin, Origin::Default);
         } else {
             assert!(matches!(entry.origin, Origin::File { .. }), "{}", entry.key);

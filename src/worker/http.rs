@@ -82,6 +82,11 @@ impl HttpServer {
         }
     }
 
+    /// Adds routes beside `/health` (the realtime side's `/connection/*` and `/api/*`).
+    pub fn merge(&mut self, router: Router) {
+        self.router = std::mem::replace(&mut self.router, Router::new()).merge(router);
+    }
+
     /// Mounts the socket.io gateway (it answers `/socket.io/`, passes the rest on).
     pub fn mount(&mut self, layer: crate::gateway::SocketIoLayer) {
         self.router = std::mem::replace(&mut self.router, Router::new()).layer(layer);
