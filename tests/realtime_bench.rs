@@ -129,7 +129,8 @@ fn realtime_latency_and_memory() {
     }))
     .unwrap();
     let cluster = Cluster::start(&format!(
-        "{}frontend.logLevel=warn\ncluster.memoryLimit.rss=\n",
+        // Loaded workers must not be taken for hung (the tests' 500 ms timeout).
+        "{}frontend.logLevel=warn\ncluster.heartbeatInterval=1000\ncluster.workerTimeout=10000\n",
         realtime_keys(&id)
     ));
     let addr = cluster.addr();

@@ -59,6 +59,9 @@ pub struct Conn {
     pub sink: Arc<dyn Sink>,
     pub deliveries: mpsc::Receiver<Delivery>,
     pub slow: Arc<Notify>,
+    /// Every subscription made and not yet left, whatever state the session ends in (a close
+    /// drops the session's own list), for [`Conn::finish`].
+    held: Vec<(String, super::hub::SubId)>,
 }
 
 impl Conn {
@@ -77,6 +80,7 @@ impl Conn {
             }),
             deliveries,
             slow,
+            held: Vec::new(),
         }
     }
 
@@ -108,6 +112,7 @@ impl Conn {
             }
             Step::Unsubscribe { id, channel, sub } => {
                 if let Some(sub) = sub {
+                    self.held.retain(|(_, id)| *id != sub);
                     self.realtime.unsubscribe(&channel, sub);
                     if let Some(client) = self.session.client() {
                         let client = client.to_string();
@@ -123,6 +128,7 @@ impl Conn {
     async fn subscribe(&mut self, plan: &SubscribePlan) -> Result<super::session::Subscribed, ()> {
         match self.realtime.subscribe(plan, self.sink.clone()).await {
             Ok(s) => {
+                self.held.push((plan.channel.clone(), s.sub));
                 if plan.presence
                     && let (Some(client), Some(info)) =
                         (self.session.client(), self.session.info_json())
@@ -180,7 +186,7 @@ impl Conn {
     /// Leaves every subscription and presence entry.
     pub async fn finish(self) {
         let client = self.session.client().map(str::to_string);
-        for (channel, sub) in self.session.subscriptions() {
+        for (channel, sub) in self.held {
             self.realtime.unsubscribe(&channel, sub);
             if let Some(client) = &client {
                 self.realtime.presence_remove(&channel, client).await;

@@ -134,7 +134,10 @@ enum State {
     /// Connect is being done (server-side subscriptions).
     Connecting2(Box<Connected>),
     Connected(Box<Connected>),
-    Closed,
+    /// Closed; the client id is kept for the clean-up of its presence.
+    Closed {
+        client: Option<String>,
+    },
 }
 
 pub struct Session {
@@ -185,7 +188,8 @@ impl Session {
     pub fn client(&self) -> Option<&str> {
         match &self.state {
             State::Connected(c) | State::Connecting2(c) => Some(&c.client),
-            _ => None,
+            State::Closed { client } => client.as_deref(),
+            State::Connecting { .. } => None,
         }
     }
 
@@ -207,7 +211,7 @@ impl Session {
     }
 
     pub fn is_closed(&self) -> bool {
-        matches!(self.state, State::Closed)
+        matches!(self.state, State::Closed { .. })
     }
 
     /// The subscription id of `channel` if subscribed (to check a delivery is still wanted).
@@ -237,7 +241,8 @@ impl Session {
     }
 
     fn close(&mut self, reply: Option<String>, disconnect: Disconnect) -> Step {
-        self.state = State::Closed;
+        let client = self.client().map(str::to_string);
+        self.state = State::Closed { client };
         Step::Close(reply, disconnect)
     }
 
@@ -428,7 +433,9 @@ impl Session {
         results: Vec<(SubscribePlan, Result<Subscribed, ()>)>,
         unix: u64,
     ) -> Step {
-        let State::Connecting2(mut c) = std::mem::replace(&mut self.state, State::Closed) else {
+        let State::Connecting2(mut c) =
+            std::mem::replace(&mut self.state, State::Closed { client: None })
+        else {
             return Step::None;
         };
         let mut subs = BTreeMap::new();
@@ -446,6 +453,7 @@ impl Session {
                 }
                 Err(()) => {
                     // Centrifugo fails the connect when a server-side subscription fails.
+                    self.state = State::Connecting2(c);
                     return self.close(
                         Some(protocol::error_reply(id, ErrorReply::INTERNAL)),
                         Disconnect::INTERNAL,
@@ -675,7 +683,7 @@ impl Session {
             State::Connected(c) => Some(match c.ping {
                 Ping::Due(at) | Ping::AwaitingPong(at) => at,
             }),
-            State::Connecting2(_) | State::Closed => None,
+            State::Connecting2(_) | State::Closed { .. } => None,
         }
     }
 

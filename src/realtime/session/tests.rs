@@ -304,3 +304,31 @@ fn token_channels_are_server_side_subscriptions() {
     // A lost position on a server-side subscription closes with 3010.
     closed_with(s.position_lost("personal:#42"), 3010);
 }
+
+#[test]
+fn a_failed_server_side_subscription_fails_the_connect_and_keeps_the_client_id() {
+    let t0 = Instant::now();
+    let mut s = Session::new(config(), Transport::Bidirectional, t0);
+    let t = token(json!({"sub":"42","channels":["personal:#42","news"]}));
+    let Step::Connect { subs, .. } = s.command(cmd(&connect_line(1, &t)), t0, NOW) else {
+        panic!("connect")
+    };
+    let ok = Subscribed {
+        sub: sub_id(),
+        recovered: false,
+        publications: Vec::new(),
+        then: Vec::new(),
+        offset: 0,
+        epoch: String::new(),
+    };
+    let results = vec![(subs[0].clone(), Ok(ok)), (subs[1].clone(), Err(()))];
+    match s.connect_done(1, results, NOW) {
+        Step::Close(Some(reply), d) => {
+            assert_eq!(d.code, 3004);
+            assert!(reply.contains("\"code\":100"), "{reply}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The transport still knows which client to remove from presence.
+    assert_eq!(s.client().map(str::len), Some(36));
+}
