@@ -22,11 +22,11 @@ if ! command -v node >/dev/null 2>&1; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
 fi
-if [ ! -d tests/e2e/node_modules ]; then
+if [ ! -d tests/e2e/node_modules/centrifuge ] || [ ! -d tests/e2e/node_modules/socket.io-client ]; then
   echo "== npm ci tests/e2e"
   npm ci --prefix tests/e2e --no-audit --no-fund
 fi
-if ! tests/e2e/.venv/bin/python -c "import socketio, websocket" >/dev/null 2>&1; then
+if ! tests/e2e/.venv/bin/python -c "import socketio, websocket, cent" >/dev/null 2>&1; then
   echo "== python venv tests/e2e/.venv (python-socketio)"
   if ! python3 -m venv tests/e2e/.venv >/dev/null 2>&1; then
     apt-get update -qq

@@ -17,6 +17,8 @@
 //! - [`tls`]: TLS for clients (`frontend.ssl`): the key and certificate files, checked by the
 //!   master, served by the workers.
 //! - [`relay`]: the MongoDB outbox -> NATS JetStream message relay and the EVENTS stream set-up.
+//! - [`realtime`]: Centrifugo-compatible delivery of the EVENTS stream to users (websocket,
+//!   SSE, server API), with history, recovery and presence in Redis.
 
 pub mod config;
 pub mod control;
@@ -24,6 +26,7 @@ pub mod gateway;
 pub mod ipc;
 pub mod logging;
 pub mod output;
+pub mod realtime;
 pub mod relay;
 pub mod supervisor;
 pub mod tls;

@@ -293,7 +293,7 @@ fn what_is_still_refused_says_why_and_how_to_fix_it() {
     let cases = [
         (
             "frontend.ssl=on\n",
-            "frontend.ssl = \"on\": expected true or false (or t/f, yes/no, 1/0; empty = false); \
+            "frontend.ssl = \"on\": expected true or false (or t/f, yes/no, 1/0; empty = the default); \
              the Node gateway read any value but true, t and 1 as false: write false if that is \
              what you mean",
         ),

@@ -844,7 +844,275 @@ pub(crate) static KEYS: &[KeySpec] = &[
         set: |c, v| set(&mut c.relay.max_in_flight, max_in_flight(v)?),
         get: |c| c.relay.max_in_flight.to_string(),
     },
+    // ---- realtime.* (src/config/realtime.rs) ----
+    KeySpec {
+        name: "realtime.enabled",
+        unit: "true/false",
+        default: "false",
+        doc: "Deliver the EVENTS stream to users, Centrifugo-compatible: the workers consume \
+              realtime.nats.stream, keep history and presence in Redis (gateway.redis.*) and \
+              serve /connection/websocket, /connection/uni_sse and /api/*.",
+        sample: Sample::Default,
+        secret: false,
+        empty: IfEmpty::Default,
+        set: |c, v| set(&mut c.realtime.enabled, boolean(v)?),
+        get: |c| c.realtime.enabled.to_string(),
+    },
+    KeySpec {
+        name: "realtime.token.hmacSecretKey",
+        unit: "text",
+        default: "",
+        doc: "HMAC secret of the clients' connection JWTs (HS256; Centrifugo's \
+              client.token.hmac_secret_key). Empty = every token is refused.",
+        sample: Sample::Default,
+        secret: true,
+        empty: IfEmpty::Default,
+        set: |c, v| set(&mut c.realtime.hmac_secret_key, optional_text(v)),
+        get: |c| c.realtime.hmac_secret_key.clone().unwrap_or_default(),
+    },
+    KeySpec {
+        name: "realtime.api.key",
+        unit: "text",
+        default: "",
+        doc: "Key of the server API /api/* (X-API-Key or Authorization: apikey; Centrifugo's \
+              http_api.key). Empty = every API call is refused.",
+        sample: Sample::Default,
+        secret: true,
+        empty: IfEmpty::Default,
+        set: |c, v| set(&mut c.realtime.api_key, optional_text(v)),
+        get: |c| c.realtime.api_key.clone().unwrap_or_default(),
+    },
+    KeySpec {
+        name: "realtime.allowedOrigins",
+        unit: "comma-separated origins",
+        default: "",
+        doc: "Origins allowed to open /connection/* (* = any). Empty = only clients that send \
+              no Origin header (Centrifugo's client.allowed_origins).",
+        sample: Sample::Default,
+        secret: false,
+        empty: IfEmpty::Default,
+        set: |c, v| set(&mut c.realtime.allowed_origins, super::realtime::list(v)),
+        get: |c| c.realtime.allowed_origins.join(","),
+    },
+    KeySpec {
+        name: "realtime.nats.url",
+        unit: "URL",
+        default: "nats://127.0.0.1:4222",
+        doc: "NATS server whose JetStream stream the workers consume.",
+        sample: Sample::Default,
+        secret: false,
+        empty: IfEmpty::Default,
+        set: |c, v| set(&mut c.realtime.nats_url, non_empty(v)?),
+        get: |c| c.realtime.nats_url.clone(),
+    },
+    KeySpec {
+        name: "realtime.nats.stream",
+        unit: "stream name",
+        default: "EVENTS",
+        doc: "JetStream stream of the relay's commands (it must exist; the relay creates it).",
+        sample: Sample::Default,
+        secret: false,
+        empty: IfEmpty::Default,
+        set: |c, v| set(&mut c.realtime.nats_stream, super::relay::stream_name(v)?),
+        get: |c| c.realtime.nats_stream.clone(),
+    },
+    KeySpec {
+        name: "realtime.nats.subjects",
+        unit: "comma-separated subjects",
+        default: "events.>",
+        doc: "Filter subjects of the consumer.",
+        sample: Sample::Default,
+        secret: false,
+        empty: IfEmpty::Default,
+        set: |c, v| set(&mut c.realtime.nats_subjects, super::realtime::subjects(v)?),
+        get: |c| c.realtime.nats_subjects.join(","),
+    },
+    KeySpec {
+        name: "realtime.nats.consumer",
+        unit: "consumer name",
+        default: "gateway_consumer",
+        doc: "Durable pull consumer shared by all workers (deliver policy new). Not \
+              centrifugo_consumer, so a real Centrifugo can consume the same stream beside us.",
+        sample: Sample::Default,
+        secret: false,
+        empty: IfEmpty::Default,
+        set: |c, v| {
+            set(
+                &mut c.realtime.nats_consumer,
+                super::realtime::consumer_name(v)?,
+            )
+        },
+        get: |c| c.realtime.nats_consumer.clone(),
+    },
+    KeySpec {
+        name: "realtime.nats.maxAckPending",
+        unit: "count",
+        default: "100",
+        doc: "Most delivered but unacknowledged messages of the consumer (1 to 65536).",
+        sample: Sample::Default,
+        secret: false,
+        empty: IfEmpty::Default,
+        set: |c, v| {
+            set(
+                &mut c.realtime.nats_max_ack_pending,
+                max_in_flight(v)? as i64,
+            )
+        },
+        get: |c| c.realtime.nats_max_ack_pending.to_string(),
+    },
+    KeySpec {
+        name: "realtime.nats.maxDeliver",
+        unit: "count",
+        default: "10",
+        doc: "Deliveries of a message whose publication keeps failing (Redis down) before it \
+              is given up as a dead letter (1 to 65536); redeliveries back off from 1 s to 30 s.",
+        sample: Sample::Default,
+        secret: false,
+        empty: IfEmpty::Default,
+        set: |c, v| set(&mut c.realtime.nats_max_deliver, max_in_flight(v)? as u32),
+        get: |c| c.realtime.nats_max_deliver.to_string(),
+    },
+    KeySpec {
+        name: "realtime.nats.deadLetterSubject",
+        unit: "subject",
+        default: "relay.deadletter.realtime",
+        doc: "Given-up messages are published to <this>.<consumer> as {reason, subject, \
+              stream_sequence, message}: outside events.>, and by default kept by the relay's \
+              dead-letter stream (relay.deadletter.>).",
+        sample: Sample::Default,
+        secret: false,
+        empty: IfEmpty::Default,
+        set: |c, v| {
+            set(
+                &mut c.realtime.dead_letter_subject,
+                super::relay::subject_prefix(v)?,
+            )
+        },
+        get: |c| c.realtime.dead_letter_subject.clone(),
+    },
+    KeySpec {
+        name: "realtime.presenceTtl",
+        unit: "seconds",
+        default: "60",
+        doc: "A client's presence entry not refreshed by its worker for this long is dropped \
+              (so a killed worker's users leave presence); refreshed every third of it.",
+        sample: Sample::Default,
+        secret: false,
+        empty: IfEmpty::Default,
+        set: |c, v| set(&mut c.realtime.presence_ttl, seconds(v)?),
+        get: |c| c.realtime.presence_ttl.as_secs().to_string(),
+    },
+    KeySpec {
+        name: "realtime.centrifugoConfig",
+        unit: "path",
+        default: "",
+        doc: "Read the token secret, API key, origins, namespaces and nats_jetstream consumer \
+              from this Centrifugo config.json as is (relative to this file) instead of the \
+              realtime.* keys above and below; setting both is an error. Its \
+              durable_consumer_name is Centrifugo's and is not used.",
+        sample: Sample::Default,
+        secret: false,
+        empty: IfEmpty::Default,
+        set: |c, v| set(&mut c.realtime.centrifugo_config, optional_path(v)),
+        get: |c| show_path(c.realtime.centrifugo_config.as_deref()),
+    },
+    KeySpec {
+        name: "realtime.namespace.personal.historySize",
+        unit: "count",
+        default: "300",
+        doc: "Publications kept per channel of namespace personal (0 = no history). Any \
+              namespace NAME is configured with realtime.namespace.NAME.* keys like these.",
+        sample: Sample::Default,
+        secret: false,
+        empty: IfEmpty::Default,
+        set: |c, v| {
+            set(
+                &mut c.realtime.namespace_mut(PERSONAL).history_size,
+                super::realtime::history_size(v)?,
+            )
+        },
+        get: |c| personal(c, |n| n.history_size.to_string()),
+    },
+    KeySpec {
+        name: "realtime.namespace.personal.historyTtl",
+        unit: "seconds",
+        default: "600",
+        doc: "How long they are kept after the channel's last publication (0 = no history).",
+        sample: Sample::Default,
+        secret: false,
+        empty: IfEmpty::Default,
+        set: |c, v| {
+            set(
+                &mut c.realtime.namespace_mut(PERSONAL).history_ttl,
+                super::realtime::history_ttl(v)?,
+            )
+        },
+        get: |c| personal(c, |n| n.history_ttl.as_secs().to_string()),
+    },
+    KeySpec {
+        name: "realtime.namespace.personal.forceRecovery",
+        unit: "true/false",
+        default: "true",
+        doc: "Subscriptions are recoverable: a client coming back gets what it missed.",
+        sample: Sample::Default,
+        secret: false,
+        empty: IfEmpty::Default,
+        set: |c, v| {
+            set(
+                &mut c.realtime.namespace_mut(PERSONAL).force_recovery,
+                boolean(v)?,
+            )
+        },
+        get: |c| personal(c, |n| n.force_recovery.to_string()),
+    },
+    KeySpec {
+        name: "realtime.namespace.personal.presence",
+        unit: "true/false",
+        default: "true",
+        doc: "Keep who is subscribed (API presence, presence_stats).",
+        sample: Sample::Default,
+        secret: false,
+        empty: IfEmpty::Default,
+        set: |c, v| {
+            set(
+                &mut c.realtime.namespace_mut(PERSONAL).presence,
+                boolean(v)?,
+            )
+        },
+        get: |c| personal(c, |n| n.presence.to_string()),
+    },
+    KeySpec {
+        name: "realtime.namespace.personal.allowUserLimitedChannels",
+        unit: "true/false",
+        default: "true",
+        doc: "personal:#42 may be subscribed by the user whose token has sub 42 (and \
+              personal:#42,43 by 42 and 43).",
+        sample: Sample::Default,
+        secret: false,
+        empty: IfEmpty::Default,
+        set: |c, v| {
+            set(
+                &mut c
+                    .realtime
+                    .namespace_mut(PERSONAL)
+                    .allow_user_limited_channels,
+                boolean(v)?,
+            )
+        },
+        get: |c| personal(c, |n| n.allow_user_limited_channels.to_string()),
+    },
 ];
+
+/// A value of the `personal` namespace (empty when a Centrifugo config has none).
+fn personal(c: &Config, show: fn(&super::NamespaceConfig) -> String) -> String {
+    c.realtime
+        .namespaces
+        .get(PERSONAL)
+        .map(show)
+        .unwrap_or_default()
+}
+
+const PERSONAL: &str = super::realtime::PERSONAL;
 
 /// Section headers of the sample file: key prefix and title.
 const GROUPS: &[(&str, &str)] = &[
@@ -852,6 +1120,10 @@ const GROUPS: &[(&str, &str)] = &[
     ("frontend.", "frontend.*: where and how clients connect"),
     ("gateway.", "gateway.*: socket.io, Redis and RabbitMQ"),
     ("relay.", "relay.*: MongoDB outbox -> NATS JetStream relay"),
+    (
+        "realtime.",
+        "realtime.*: Centrifugo-compatible delivery of the events to users",
+    ),
 ];
 
 /// The table row of `name` (exact, case-sensitive, as .properties keys are).
@@ -876,7 +1148,8 @@ pub(crate) fn apply(spec: &KeySpec, config: &mut Config, value: &str) -> Result<
 /// The problem of a file that sets no known key: refused, so that an emptied or cut-off file
 /// (or one whose every key is misspelled) cannot silently mean the built-in defaults.
 pub(crate) fn sets_no_key(items: &[Property], path: &Path) -> Option<Problem> {
-    if items.iter().any(|p| spec(&p.key).is_some()) {
+    let known = |key: &str| spec(key).is_some() || super::realtime::is_namespace_key(key);
+    if items.iter().any(|p| known(&p.key)) {
         return None;
     }
     let what = if items.is_empty() {
@@ -1013,7 +1286,7 @@ fn port(v: &str, min: u16) -> Result<u16, String> {
     }
 }
 
-const BOOLEAN: &str = "expected true or false (or t/f, yes/no, 1/0; empty = false)";
+const BOOLEAN: &str = "expected true or false (or t/f, yes/no, 1/0; empty = the default)";
 
 fn boolean(v: &str) -> Result<bool, String> {
     match v.to_ascii_lowercase().as_str() {

@@ -8,6 +8,7 @@
 mod error;
 mod keys;
 mod properties;
+mod realtime;
 mod relay;
 mod reload;
 mod worker_init;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use error::{ConfigError, ConfigWarning, Problem};
+pub use realtime::{CentrifugoConfigError, NamespaceConfig, RealtimeConfig};
 pub use relay::{RelayConfig, SeedConfigError};
 pub use reload::{LostKey, ReloadRefused};
 pub use worker_init::WorkerInitError;
@@ -42,6 +44,9 @@ pub struct Config {
     /// `relay.*`: the MongoDB outbox -> NATS JetStream relay.
     #[serde(default)]
     pub relay: RelayConfig,
+    /// `realtime.*`: Centrifugo-compatible delivery of the events to users.
+    #[serde(default)]
+    pub realtime: RealtimeConfig,
     /// Which keys were set in the file, and on which line (for [`Config::entries`]).
     #[serde(default)]
     pub origins: Origins,
@@ -375,6 +380,7 @@ impl Config {
             frontend: FrontendConfig::default(),
             gateway: GatewayConfig::default(),
             relay: RelayConfig::default(),
+            realtime: RealtimeConfig::default(),
             origins: Origins::default(),
         }
     }
@@ -432,15 +438,26 @@ impl Config {
             }
         }
         for prop in &props.items {
-            if keys::spec(&prop.key).is_none() {
-                warnings.push(ConfigWarning::UnknownKey {
+            if keys::spec(&prop.key).is_some() {
+                continue;
+            }
+            // `realtime.namespace.<name>.*` of namespaces other than the table's.
+            match realtime::namespace_key(&mut config.realtime, &prop.key, prop.value.trim()) {
+                Some(Ok(())) => config.origins.set(&prop.key, prop.line),
+                Some(Err(expected)) => problems.push(Problem {
+                    path: origin.to_path_buf(),
+                    line: Some(prop.line),
+                    message: format!("{} = {:?}: {expected}", prop.key, prop.value.trim()),
+                }),
+                None => warnings.push(ConfigWarning::UnknownKey {
                     path: origin.to_path_buf(),
                     line: prop.line,
                     key: prop.key.clone(),
                     suggestion: keys::suggest(&prop.key),
-                });
+                }),
             }
         }
+        realtime::resolve(&mut config, origin, &mut problems);
         keys::cross_check(&config, origin, &failed, &mut problems, &mut warnings);
         if !problems.is_empty() {
             problems.sort_by_key(|p| p.line);

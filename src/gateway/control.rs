@@ -176,7 +176,7 @@ pub struct Incoming {
 }
 
 /// A client for `gateway.redis.*` speaking `protocol` (the adapter needs RESP3 pushes).
-pub(super) fn client(
+pub(crate) fn client(
     config: &RedisConfig,
     protocol: ProtocolVersion,
 ) -> Result<redis::Client, ControlError> {

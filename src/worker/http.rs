@@ -98,6 +98,11 @@ impl HttpServer {
         self.gateway = Some(gateway);
     }
 
+    /// Adds routes beside `/health` (the realtime side's `/connection/*` and `/api/*`).
+    pub fn merge(&mut self, router: Router) {
+        self.router = std::mem::replace(&mut self.router, Router::new()).merge(router);
+    }
+
     /// Open connections right now.
     pub fn clients(&self) -> u64 {
         self.clients.open.load(Ordering::Relaxed)

@@ -34,6 +34,7 @@ use crate::config::Config;
 use crate::gateway::{Gateway, GatewayError};
 use crate::ipc::{Channel, IpcError, ToMaster, ToWorker, WorkerReport};
 use crate::logging::{self, Role};
+use crate::realtime::{Realtime, RealtimeError};
 use acceptor::Acceptor;
 use http::{HttpServer, Identity};
 use lag::LagProbe;
@@ -86,6 +87,8 @@ pub enum WorkerError {
     RabbitLost,
     #[error("the relay stopped")]
     Relay(#[from] crate::relay::RelayError),
+    #[error("cannot start realtime")]
+    Realtime(#[from] RealtimeError),
     #[error("the relay task failed")]
     RelayTask(#[source] tokio::task::JoinError),
 }
@@ -164,6 +167,8 @@ async fn serve(
     };
     let mut rabbit_lost = gateway.rabbit_lost();
     let header_timeout = config.frontend.header_timeout;
+    // realtime: the settings kept for after a standby's activation.
+    let realtime_config = config.realtime.enabled.then(|| (*config).clone());
     let Config { cluster, .. } = *config;
 
     let mut signals =
@@ -202,6 +207,17 @@ async fn serve(
         tls,
         header_timeout,
     );
+    // realtime: started once this worker serves (a standby neither consumes nor serves it).
+    let realtime = match &realtime_config {
+        Some(config) => {
+            let name = format!("worker{slot}_{}", std::process::id());
+            Some(Realtime::start(config, &name)?)
+        }
+        None => None,
+    };
+    if let Some(realtime) = &realtime {
+        server.merge(realtime.router());
+    }
     server.mount(gateway.handshakes());
     let (acceptor, mut conns) = Acceptor::start(listener).map_err(WorkerError::Accept)?;
     if args.standby {
@@ -224,6 +240,9 @@ async fn serve(
                 _ => {
                     // The acceptor has stopped: every accepted connection is being served.
                     accepting = false;
+                    if let Some(realtime) = &realtime {
+                        realtime.close(); // its clients get 3001 "shutdown" and reconnect elsewhere
+                    }
                     if let Some(server) = server.take() {
                         // Then wait for the socket.io clients to leave too.
                         let idle = gateway.idle();
@@ -236,7 +255,9 @@ async fn serve(
             },
             msg = channel.receiver.recv() => match msg? {
                 Some(ToWorker::Heartbeat { seq }) => {
-                    let clients = server.as_ref().map_or(0, HttpServer::clients) + gateway.clients();
+                    let clients = server.as_ref().map_or(0, HttpServer::clients)
+                        + gateway.clients()
+                        + realtime.as_ref().map_or(0, Realtime::clients);
                     answer_heartbeat(&mut channel, seq, clients, &probe).await?;
                 }
                 Some(ToWorker::Drain { timeout_ms }) => {
@@ -287,6 +308,9 @@ async fn serve(
                 break;
             }
         }
+    }
+    if let Some(realtime) = &realtime {
+        realtime.close();
     }
     gateway.close().await;
     let _ = stop_probe.send(true);
