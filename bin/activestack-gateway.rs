@@ -7,8 +7,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use activestack_gateway::config::{Config, Loaded, LogLevel, Origin, RelayConfig};
-use activestack_gateway::control;
 use activestack_gateway::logging::{self, Role};
+use activestack_gateway::status::{query_status, render_table};
 use activestack_gateway::supervisor;
 use activestack_gateway::tls::TlsFiles;
 use activestack_gateway::worker::{self, IPC_FD, LISTEN_FD, WorkerArgs};
@@ -113,7 +113,7 @@ fn main() -> ExitCode {
         Command::Status { config, json } => status(config.as_deref(), json),
         Command::Console { args } => {
             logging::init(Role::Cli, LogLevel::Warn);
-            activestack_gateway::gateway::console::run(args)
+            activestack_gateway::console::cli::run(args)
                 .map(|ok| {
                     if ok {
                         ExitCode::SUCCESS
@@ -231,11 +231,11 @@ fn status(path: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
             Config::control_socket_of(path)
         }
     };
-    let report = control::query_status(&socket)?;
+    let report = query_status(&socket)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", control::render_table(&report));
+        print!("{}", render_table(&report));
     }
     Ok(ExitCode::SUCCESS)
 }

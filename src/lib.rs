@@ -2,25 +2,33 @@
 //!
 //! # Layout
 //! - [`config`]: `gateway.properties` -> typed, validated [`config::Config`].
-//! - [`supervisor`]: the master process: listen socket, worker processes, heartbeats, watchdog,
-//!   memory limits, restart backoff, SIGHUP reloads, the hot standby worker, systemd
-//!   notifications.
+//! - [`supervisor`]: the master process. `cluster` decides (a state machine: events in,
+//!   actions out, no I/O: slots, workers, the standby, heartbeats, watchdog, memory limits,
+//!   restart backoff, reloads, console verbs); `shell` carries it out (processes, sockets,
+//!   timers, signals as a stream, systemd notifications); beside them spawning, the listen
+//!   socket, the reload's file reads, the session secret.
 //! - [`ipc`]: the master <-> worker channel: message types and framing.
-//! - [`worker`]: the worker process: inherited listener, accept thread, HTTP, heartbeat answers,
-//!   standby and activation, drain.
+//! - [`worker`]: the worker process: one loop over its phases (starting, standby, serving,
+//!   draining) with one link to the master; inherited listener, accept thread, HTTP.
 //! - [`gateway`]: the socket.io <-> RabbitMQ gateway inside each worker: sessions, clients, queues.
-//! - [`control`]: the master's local control socket and the `status` report.
+//! - [`console`]: the operator's console over the Redis control channel: command parsing and
+//!   bounds, the shutdown code, typed answers, the `console` command.
+//! - [`status`]: the status report (typed, shared by the master, the CLI and the tests) and the
+//!   master's status socket (`cluster.controlSocket`).
+//! - [`backoff`]: restart delays and doubling retry pauses.
 //! - [`logging`]: log lines that name their process (`master` / `worker[slot]`) and pid.
 //! - [`tls`]: TLS for clients (`frontend.ssl`): the key and certificate files, checked by the
 //!   master, served by the workers.
 //! - [`relay`]: the MongoDB outbox -> NATS JetStream message relay and the EVENTS stream set-up.
 
+pub mod backoff;
 pub mod config;
-pub mod control;
+pub mod console;
 pub mod gateway;
 pub mod ipc;
 pub mod logging;
 pub mod relay;
+pub mod status;
 pub mod supervisor;
 pub mod tls;
 pub mod worker;

@@ -19,8 +19,8 @@ use socketioxide_redis::drivers::{ChanItem, Driver, MessageStream};
 use socketioxide_redis::{CustomRedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
 use tokio::sync::mpsc;
 
-use super::control::{self, ControlError};
 use crate::config::RedisConfig;
+use crate::console::channel::{self, ChannelError};
 
 /// The adapter every namespace of a worker uses.
 pub type Adapter = CustomRedisAdapter<socketioxide::adapter::Emitter, PubSub>;
@@ -38,7 +38,7 @@ pub fn user_room(user_id: &str) -> String {
 /// The adapter's state for [`socketioxide::SocketIoBuilder::with_adapter`]. Its Redis channels
 /// are prefixed with the control channel's name, so clusters that share a Redis but not a control
 /// channel do not see each other's broadcasts.
-pub fn constructor(config: &RedisConfig) -> Result<RedisAdapterCtr<PubSub>, ControlError> {
+pub fn constructor(config: &RedisConfig) -> Result<RedisAdapterCtr<PubSub>, ChannelError> {
     let prefix = format!("{}.socket.io", config.control_channel);
     Ok(RedisAdapterCtr::new_with_driver(
         PubSub::new(config)?,
@@ -57,7 +57,7 @@ pub struct PubSub {
 
 impl PubSub {
     /// Sets the connection up without touching the network (it connects on first use).
-    fn new(config: &RedisConfig) -> Result<PubSub, ControlError> {
+    fn new(config: &RedisConfig) -> Result<PubSub, ChannelError> {
         let handlers = Handlers::default();
         let routes = handlers.clone();
         let manager_config = ConnectionManagerConfig::new()
@@ -70,7 +70,7 @@ impl PubSub {
                 route(push, &routes);
                 Ok::<(), std::convert::Infallible>(())
             });
-        let client = control::client(config, redis::ProtocolVersion::RESP3)?;
+        let client = channel::client(config, redis::ProtocolVersion::RESP3)?;
         let connection = ConnectionManager::new_lazy_with_config(client, manager_config)?;
         Ok(PubSub {
             connection,

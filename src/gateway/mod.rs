@@ -8,11 +8,8 @@
 
 pub mod adapter;
 pub mod client;
-pub mod console;
-pub mod control;
 pub mod events;
 pub mod rabbit;
-pub mod secret;
 pub mod session;
 
 use std::sync::Arc;
@@ -42,7 +39,7 @@ pub enum GatewayError {
         source: RabbitError,
     },
     #[error("cannot set up the socket.io Redis adapter")]
-    Adapter(#[source] control::ControlError),
+    Adapter(#[source] crate::console::ChannelError),
     #[error("the socket.io Redis adapter did not start: {0}")]
     AdapterInit(String),
 }
