@@ -77,3 +77,88 @@ fn broken_edit_keeps_the_cluster_serving_and_says_why() {
     cluster.signal(Signal::SIGHUP);
     generation_ready(&cluster, 2, 2);
 }
+
+/// A config whose init message cannot reach a worker (a 2 MB `frontend.session_secret` is over
+/// the 1 MiB frame limit of the master <-> worker channel): the master says so, tries the new
+/// workers under the slot's backoff (not ~100 times a second), and the old workers serve on.
+#[test]
+fn a_config_too_large_for_a_workers_init_backs_off_and_keeps_the_old_workers() {
+    const KEYS: &str =
+        "cluster.workerCount=2\ncluster.standbyWorkers=0\ncluster.maxRestartBackoff=3";
+    let cluster = Cluster::start(KEYS);
+    let before = cluster.worker_pids();
+    let huge = "x".repeat(2 << 20);
+    cluster.rewrite_config(&format!("{KEYS}\nfrontend.session_secret={huge}"));
+    cluster.signal(Signal::SIGHUP);
+
+    let line = cluster.wait_log(&["slot=0", "init message", "frame limit"]);
+    assert!(line.contains("1048576-byte"), "{line}");
+    wait_for("three failed starts of slot 0", || {
+        (cluster.count_log(&["slot=0", "could not be started; restarting after backoff"]) >= 3)
+            .then_some(())
+    });
+    let line = common::last_log(&cluster, &["slot=0", "restarting after backoff"]).unwrap();
+    assert!(!line.contains("failures=1 "), "backoff grows: {line}");
+    assert_eq!(cluster.count_log(&["first message was not init"]), 0);
+    assert_eq!(cluster.count_log(&["worker exited unexpectedly"]), 0);
+
+    let status = cluster.status().unwrap();
+    let serving: Vec<i64> = workers(&status)
+        .iter()
+        .filter_map(|w| w["pid"].as_i64())
+        .collect();
+    assert_eq!(
+        serving,
+        before.iter().map(|&p| i64::from(p)).collect::<Vec<_>>()
+    );
+    health(cluster.addr()).expect("the old workers serve on");
+
+    // A fixed file is picked up. (With no secret at all, a reload keeps the one the cluster
+    // had, the large one: a smaller one is set.)
+    cluster.rewrite_config(&format!("{KEYS}\nfrontend.session_secret=small"));
+    cluster.signal(Signal::SIGHUP);
+    generation_ready(&cluster, 3, 2);
+}
+
+/// The warning about a changed `cluster.controlSocket` names the socket the master listens on,
+/// the one it was started with, however many reloads have changed the key since.
+#[test]
+fn the_control_socket_warning_names_the_socket_in_use() {
+    let cluster = Cluster::start("cluster.workerCount=1");
+    let text = std::fs::read_to_string(&cluster.config).unwrap();
+    let started_with = cluster.dir.path().join("control.sock");
+    let in_use = started_with.display().to_string();
+    assert!(text.contains(&in_use), "{text}");
+    let with_socket = |name: &str| {
+        let other = cluster.dir.path().join(name).display().to_string();
+        text.replace(&in_use, &other)
+    };
+    let reload = |text: &str, reloads: usize| {
+        cluster.write_raw_config(text);
+        cluster.signal(Signal::SIGHUP);
+        wait_for(&format!("reload {reloads}"), || {
+            (cluster.count_log(&["configuration reloaded"]) == reloads).then_some(())
+        });
+    };
+
+    reload(&with_socket("b.sock"), 1);
+    reload(&with_socket("c.sock"), 2);
+    let warnings: Vec<String> = cluster
+        .log()
+        .into_iter()
+        .filter(|l| l.contains("cluster.controlSocket changed"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    // The second one too: the socket in use is still the first, not the one the first reload
+    // named (which the master never listened on).
+    for line in &warnings {
+        assert!(line.contains(&in_use), "{line}");
+    }
+    assert!(!warnings[1].contains("b.sock"), "{}", warnings[1]);
+    assert!(warnings[1].contains("c.sock"), "{}", warnings[1]);
+
+    // Back to the socket in use: nothing to warn about, and status answers there.
+    reload(&text, 3);
+    assert_eq!(cluster.count_log(&["cluster.controlSocket changed"]), 2);
+    assert_eq!(cluster.wait_ready()["generation"], 4);
+}

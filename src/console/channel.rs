@@ -112,10 +112,19 @@ pub async fn serve(
                     let mut messages = pubsub.into_on_message();
                     while let Some(msg) = messages.next().await {
                         let payload: String = msg.get_payload().unwrap_or_default();
-                        let envelope = Envelope::decode(&payload);
-                        let incoming = Incoming {
-                            command: Command::parse(&envelope.command),
-                            reply: envelope.reply,
+                        // Off the master's event loop: a push carries up to a megabyte of
+                        // JSON, and decoding, parsing and sizing it is CPU time the loop's
+                        // heartbeats and watchdog must not wait for.
+                        let Ok(incoming) = tokio::task::spawn_blocking(move || {
+                            let envelope = Envelope::decode(&payload);
+                            Incoming {
+                                command: Command::parse(&envelope.command),
+                                reply: envelope.reply,
+                            }
+                        })
+                        .await
+                        else {
+                            continue;
                         };
                         if commands.send(incoming).await.is_err() {
                             return;

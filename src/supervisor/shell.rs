@@ -21,11 +21,11 @@ use super::cluster::{Action, ClusterState, Event, NotSent, Notification, Place, 
 use super::notify::Notifier;
 use super::reload;
 use super::signals::Signal;
-use super::spawn::{SpawnError, Spawned, spawn_worker};
+use super::spawn::{Spawned, spawn_worker};
 use super::{SupervisorError, cluster, listen, session_secret};
 use crate::config::Loaded;
 use crate::console;
-use crate::ipc::{self, Channel, Frame, IpcError, ToMaster, ToWorker};
+use crate::ipc::{self, Channel, Frame, ToMaster, ToWorker};
 use crate::logging::{self, error_chain};
 use crate::status::{self, Pid, StatusCall};
 use crate::tls::TlsFiles;
@@ -199,7 +199,7 @@ impl Shell {
 
     fn execute(&mut self, action: Action) -> Step {
         match action {
-            Action::Spawn { id, place, init } => return Step::Then(self.spawn(id, place, &init)),
+            Action::Spawn { id, place, init } => return Step::Then(self.spawn(id, place, init)),
             Action::Send { id, msg } => {
                 if let Some(event) = self.send(id, msg) {
                     return Step::Then(event);
@@ -250,27 +250,11 @@ impl Shell {
     }
 
     /// Starts the worker process for `id`; the event saying how that went.
-    fn spawn(&mut self, id: WorkerId, place: Place, init: &ToWorker) -> Event {
-        // Encoded first: a config too large for one frame must not start a worker that can
-        // only die waiting for it.
-        let frame = match ipc::encode(init) {
-            Ok(frame) => frame,
-            Err(IpcError::FrameTooLarge { len }) => {
-                let error = SpawnError::InitTooLarge { slot: place, len };
-                return Event::SpawnFailed { id, error };
-            }
-            Err(source) => {
-                let error = SpawnError::InitEncode {
-                    slot: place,
-                    source,
-                };
-                return Event::SpawnFailed { id, error };
-            }
-        };
+    fn spawn(&mut self, id: WorkerId, place: Place, init: Frame) -> Event {
         match spawn_worker(&self.exe, place, &self.listener) {
             Ok(spawned) => {
                 let pid = Pid(spawned.pid);
-                self.adopt(id, spawned, frame);
+                self.adopt(id, spawned, init);
                 Event::Spawned { id, pid }
             }
             Err(error) => Event::SpawnFailed { id, error },

@@ -25,12 +25,8 @@ pub enum SpawnError {
          a very large value in the config (frontend.session_secret?)"
     )]
     InitTooLarge { slot: Place, len: usize },
-    #[error("worker {slot} not started: its init message cannot be encoded")]
-    InitEncode {
-        slot: Place,
-        #[source]
-        source: crate::ipc::IpcError,
-    },
+    #[error("worker {slot} not started: its init message cannot be encoded: {reason}")]
+    InitEncode { slot: Place, reason: String },
     #[error("cannot create the socket pair for worker {slot}")]
     SocketPair {
         slot: Place,

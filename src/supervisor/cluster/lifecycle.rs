@@ -103,6 +103,7 @@ impl ClusterState {
         self.config = new;
         self.tls = tls;
         self.generation += 1;
+        self.config_changed();
         self.ready_sent = false;
         tracing::info!(
             generation = self.generation,

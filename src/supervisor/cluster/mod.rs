@@ -54,7 +54,7 @@ use super::signals::Signal;
 use super::spawn::SpawnError;
 use crate::config::{Config, LogLevel};
 use crate::console::{Answer, Command, CommandError};
-use crate::ipc::{IpcError, ToMaster, ToWorker};
+use crate::ipc::{Frame, IpcError, ToMaster, ToWorker};
 use crate::status::{Pid, StatusCall, StatusReport};
 use crate::tls::TlsFiles;
 use place::{Slot, Standby};
@@ -117,6 +117,14 @@ pub enum Event {
     Reloaded(Box<Result<Prepared, ReloadError>>),
 }
 
+/// Why the current config cannot be handed to a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum InitProblem {
+    /// Its init frame would be this long, over [`crate::ipc::MAX_FRAME`].
+    TooLarge(usize),
+    Encode(String),
+}
+
 /// Why a message to a worker was not queued.
 #[derive(Debug)]
 pub enum NotSent {
@@ -127,11 +135,11 @@ pub enum NotSent {
 /// What the shell is to do, in order.
 #[derive(Debug)]
 pub enum Action {
-    /// Start a worker process for `place` and send it `init` first.
+    /// Start a worker process for `place` and send it `init` (encoded) first.
     Spawn {
         id: WorkerId,
         place: Place,
-        init: Box<ToWorker>,
+        init: Frame,
     },
     Send {
         id: WorkerId,
@@ -272,6 +280,9 @@ pub struct ClusterState {
     /// `push` commands handed to a worker and not confirmed yet: id -> (worker, reply channel).
     pushes: BTreeMap<u64, (WorkerId, Option<String>)>,
     push_seq: u64,
+    /// The `init` message of the current generation and config, encoded once for all the
+    /// workers started with it (`None`: to be made); `Err`: what makes it unusable.
+    init: Option<Result<Frame, InitProblem>>,
     /// The timers the shell has armed, as last told.
     armed: BTreeMap<Timer, Instant>,
     /// For the restart backoff's jitter.
@@ -336,6 +347,7 @@ impl ClusterState {
             },
             pushes: BTreeMap::new(),
             push_seq: 0,
+            init: None,
             armed: BTreeMap::new(),
             rng,
             now,

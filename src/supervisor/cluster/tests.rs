@@ -101,9 +101,10 @@ impl Sim {
                     }
                     Action::Spawn { id, place, .. } => {
                         if self.spawn_fails.contains(place) {
-                            let error = SpawnError::InitTooLarge {
+                            let error = SpawnError::Exec {
                                 slot: *place,
-                                len: 2 << 20,
+                                exe: "/nonexistent".into(),
+                                source: std::io::Error::other("not there"),
                             };
                             queue.push_back(Event::SpawnFailed { id: *id, error });
                         } else {
@@ -633,6 +634,30 @@ async fn a_worker_that_cannot_be_started_is_retried_under_backoff_never_in_a_loo
     assert_eq!(sim.spawns, spawns, "every retry failed");
     assert!(sim.wakes - wakes <= 20, "{} wake-ups", sim.wakes - wakes);
     assert_eq!(sim.failures(SLOT_0), 11, "a retry every 100 ms");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_config_too_large_for_the_init_message_starts_no_process_and_backs_off() {
+    let mut sim = Sim::new(config(1, 0));
+    sim.all_serving();
+    let serving = sim.active(0).unwrap();
+    let mut big = config(1, 0);
+    big.frontend.session_secret = Some("x".repeat(2 << 20));
+    sim.handle(Event::Signal(Signal::Reload));
+    let (spawns, wakes) = (sim.spawns, sim.wakes);
+    let actions = sim.handle(prepared(big));
+    assert!(
+        spawned(&actions).is_empty(),
+        "no process for it: {actions:?}"
+    );
+    let due = armed_at(&actions, Timer::Restart(SLOT_0)).expect("under backoff");
+    assert!(due - Instant::now() >= SPAWN_RETRY_MIN);
+    sim.advance(Duration::from_secs(2)).await;
+    assert_eq!(sim.spawns, spawns);
+    assert!(sim.failures(SLOT_0) >= 3, "tried again, later and later");
+    assert!(sim.wakes - wakes <= 20 + sim.failures(SLOT_0) as usize);
+    assert_eq!(sim.active(0), Some(serving), "the old worker serves on");
+    assert!(sim.worker(serving).is_ready());
 }
 
 #[tokio::test(start_paused = true)]

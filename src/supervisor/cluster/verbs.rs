@@ -51,6 +51,7 @@ impl ClusterState {
             }
             Verb::RestartGraceful { drain } => {
                 self.generation += 1;
+                self.config_changed();
                 self.ready_sent = false;
                 self.restart_drain = drain.map(|t| (self.generation, t));
                 Answer::Restarting {
@@ -62,6 +63,7 @@ impl ClusterState {
             Verb::Stop { mode, drain } => {
                 if let Some(t) = drain {
                     self.config.cluster.drain_timeout = t;
+                    self.config_changed();
                 }
                 match mode {
                     Mode::Immediate => self.stop_now(),
@@ -72,11 +74,13 @@ impl ClusterState {
             Verb::LogLevel(level) => {
                 self.emit(Action::LogLevel(level));
                 self.config.frontend.log_level = level;
+                self.config_changed();
                 let workers = self.tell_every_worker(ToWorker::LogLevel { level });
                 Answer::LogLevel { level, workers }
             }
             Verb::ResendInterval(interval) => {
                 self.config.frontend.client_message_resend_interval = interval;
+                self.config_changed();
                 let ms = interval.as_millis() as u64;
                 let workers = self.tell_every_worker(ToWorker::ResendInterval { ms });
                 Answer::ResendInterval { ms, workers }

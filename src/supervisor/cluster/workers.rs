@@ -170,13 +170,24 @@ impl ClusterState {
 
     /// Asks for a new worker in `place`; it is the place's worker (or successor) from now on.
     pub(super) fn start_worker(&mut self, place: Place) {
+        let init = match self.init_frame() {
+            Ok(init) => init,
+            Err(problem) => {
+                // Refused here, before any process: it could only die waiting for its config.
+                let error = match problem {
+                    InitProblem::TooLarge(len) => SpawnError::InitTooLarge { slot: place, len },
+                    InitProblem::Encode(reason) => SpawnError::InitEncode {
+                        slot: place,
+                        reason,
+                    },
+                };
+                tracing::error!(slot = %place, "{}", error_chain(&error));
+                self.schedule_restart(place, "could not be started", SPAWN_RETRY_MIN);
+                return;
+            }
+        };
         let id = WorkerId(self.next_id);
         self.next_id += 1;
-        let init = ToWorker::Init {
-            generation: self.generation,
-            config: Box::new(self.config.clone()),
-            tls: self.tls.clone().map(Box::new),
-        };
         self.workers
             .insert(id, Worker::new(id, place, self.generation, self.now));
         match place {
@@ -191,11 +202,30 @@ impl ClusterState {
             }
             Place::Standby => self.standby.worker = Some(id),
         }
-        self.emit(Action::Spawn {
-            id,
-            place,
-            init: Box::new(init),
+        self.emit(Action::Spawn { id, place, init });
+    }
+
+    /// The init frame for a new worker: encoded once per generation and config (a config of
+    /// megabytes would otherwise be encoded again at every attempt).
+    fn init_frame(&mut self) -> Result<Frame, InitProblem> {
+        let generation = self.generation;
+        let init = self.init.get_or_insert_with(|| {
+            let msg = ToWorker::Init {
+                generation,
+                config: Box::new(self.config.clone()),
+                tls: self.tls.clone().map(Box::new),
+            };
+            crate::ipc::encode(&msg).map_err(|e| match e {
+                IpcError::FrameTooLarge { len } => InitProblem::TooLarge(len),
+                other => InitProblem::Encode(error_chain(&other)),
+            })
         });
+        init.clone()
+    }
+
+    /// The config or generation changed: the next worker gets a new init message.
+    pub(super) fn config_changed(&mut self) {
+        self.init = None;
     }
 
     pub(super) fn on_spawned(&mut self, id: WorkerId, pid: Pid) {
