@@ -107,21 +107,9 @@ fn shutdown_needs_the_code_and_never_logs_it() {
     assert_eq!(answer["error"], "wrong shutdown code");
     cluster.wait_ready();
     // Through stdin this time, graceful with a timeout.
-    let mut child = Command::new(common::BIN)
-        .arg("console")
-        .arg(&cluster.config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("console");
-    writeln!(
-        child.stdin.as_mut().unwrap(),
-        "shutdown {CODE} graceful 1000\nquit"
-    )
-    .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("\"stopping\":\"graceful\""));
+    let (ok, answer) = console_stdin(&cluster, &format!("shutdown {CODE} graceful 1000"));
+    assert!(ok, "{answer}");
+    assert_eq!(answer["stopping"], "graceful");
     let status = cluster.wait_exit();
     assert!(status.success(), "{status:?}");
     assert_eq!(cluster.count_log(&[CODE]), 0);
