@@ -371,3 +371,65 @@ impl Shell {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::config::Config;
+
+    /// The shell driven by signals as values, with worker processes that only sleep: SIGQUIT
+    /// from the stream kills them, their exits are reaped, and `run` returns.
+    #[tokio::test]
+    async fn a_quit_from_the_signal_stream_stops_the_master() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("worker");
+        std::fs::write(&exe, "#!/bin/sh\nexec sleep 30\n").unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut config = Config::default();
+        config.frontend.host = "127.0.0.1".into();
+        config.frontend.port = 0;
+        config.cluster.worker_count = 2;
+        config.cluster.standby_workers = 0;
+        config.cluster.control_socket = dir.path().join("status.sock");
+        // Nobody listens there: the console channel retries quietly meanwhile.
+        config.gateway.redis.port = 1;
+        let loaded = Loaded {
+            config,
+            warnings: Vec::new(),
+        };
+        let (shell, state) = start(loaded, None, None, exe).unwrap();
+        let (signals, stream) = mpsc::unbounded_channel();
+        let stream = tokio_stream_of(stream);
+        let run = tokio::spawn(shell.run(state, stream));
+        // Both started (they never say ready: they are not workers).
+        let status = dir.path().join("status.sock");
+        let workers = loop {
+            let path = status.clone();
+            let report = tokio::task::spawn_blocking(move || status::query_status(&path))
+                .await
+                .unwrap();
+            if let Ok(report) = report
+                && report.workers.len() == 2
+                && report.workers.iter().all(|w| w.pid.0 > 0)
+            {
+                break report.workers;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        };
+        signals.send(Signal::Quit).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(20), run)
+            .await
+            .expect("the master stops")
+            .unwrap();
+        for w in workers {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", w.pid.0));
+            assert!(stat.is_err(), "worker {} was reaped", w.pid);
+        }
+    }
+
+    fn tokio_stream_of(mut rx: mpsc::UnboundedReceiver<Signal>) -> impl Stream<Item = Signal> {
+        futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+    }
+}
