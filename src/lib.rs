@@ -10,7 +10,9 @@
 //! - [`ipc`]: the master <-> worker channel: message types and framing.
 //! - [`worker`]: the worker process: one loop over its phases (starting, standby, serving,
 //!   draining) with one link to the master; inherited listener, accept thread, HTTP.
-//! - [`gateway`]: the socket.io <-> RabbitMQ gateway inside each worker: sessions, clients, queues.
+//! - [`gateway`]: the gateway inside each worker: every client (socket.io v4/v5, socket.io 0.9)
+//!   <-> the backend's agent queues on RabbitMQ: the client logic, its framings, one task per
+//!   connection, the protocols' codecs, sessions, queues.
 //! - [`console`]: the operator's console over the Redis control channel: command parsing and
 //!   bounds, the shutdown code, typed answers, the `console` command.
 //! - [`status`]: the status report (typed, shared by the master, the CLI and the tests) and the

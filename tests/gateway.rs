@@ -10,7 +10,8 @@ use std::time::Instant;
 
 use activestack_gateway::gateway::session::Session;
 use common::agent::{JsClient, SECRET, gateway_config, start_agent, wait_ready_messages};
-use common::{Cluster, DEADLINE};
+use common::percero::{self, Percero};
+use common::{Cluster, DEADLINE, keys};
 use serde_json::{Value, json};
 
 fn start() -> Cluster {
@@ -86,34 +87,47 @@ fn a_client_that_leaves_is_freed() {
     client.emit("testCall", json!({"cn": "TestCall", "messageId": "m1"}));
     client.push_for("m1");
     client.close();
-    cluster.wait_log(&["client freed", &session.client_id]);
+    cluster.wait_log(&["connection ended", &session.client_id]);
 }
 
+/// As in production: the unacked push goes back to the old client's queue when its socket
+/// goes, and the Percero backend's renameClient moves it to the new queue when the ReconnectRequest
+/// reaches it (the gateway itself only consumes its own queue). Against the Percero double, in
+/// a vhost of its own, with client queues declared as Percero expects (no arguments).
 #[test]
 fn unacked_push_survives_a_reconnect() {
-    let cluster = start();
+    let percero = Percero::start();
+    let cluster = Cluster::start_unset(
+        &["gateway.rabbitmq.clientQueueExpires"],
+        &percero.gateway_config(),
+    );
     let mut first = JsClient::connect(&cluster);
-    let (key, old) = first.gateway_connect();
-    first.emit("testCall", json!({"cn": "TestCall", "messageId": "keep"}));
+    first.emit("message", json!({"connect": true}));
+    first.wait("gatewayConnectAck", |_| true);
+    let (key, old) = percero::log_in(&percero, &mut first, "alice");
+    let old_id = keys::client_id(&old);
+    first.emit(
+        "testCall",
+        json!({"cn": "com.percero.agents.auth.vo.AuthRequest", "messageId": "keep"}),
+    );
     first.push_for("keep");
     first.close();
     drop(first);
+    // Given back to the old queue.
+    percero.wait_messages(&old_id, 1);
 
     let mut second = JsClient::connect(&cluster);
     second.emit("message", json!({"reconnect": {"reconnectId": key}}));
-    let new_key = second.wait("gatewayConnectAck", |_| true);
-    let new = Session::verify(new_key.as_str().unwrap(), SECRET.as_bytes()).unwrap();
-    assert_ne!(new.client_id, old.client_id);
-    assert_eq!(
-        new.existing_client_id.as_deref(),
-        Some(old.client_id.as_str())
-    );
+    let new = keys::session(&second.wait("gatewayConnectAck", |_| true));
+    assert_ne!(keys::client_id(&new), old_id);
+    assert_eq!(new["existingClientId"], old_id.as_str());
     let push = second.push_for("keep");
-    assert_eq!(push["clientId"], old.client_id.as_str());
+    assert_eq!(push["clientId"], old_id.as_str());
     second.emit(
         "message",
         json!({"ack": {"correspondingMessageId": "keep"}}),
     );
+    percero.wait_messages(&keys::client_id(&new), 0);
 }
 
 #[test]
@@ -271,26 +285,20 @@ fn an_expired_reconnect_key_is_refused() {
     assert_eq!(fresh.existing_client_id, None);
 }
 
+/// `logout` as the original: the server ends the session (a socket.io disconnect, after which
+/// the client does not reconnect by itself). What reaches the backend, in which order, is in
+/// tests/dropin.rs.
 #[test]
-fn logout_and_a_connect_response_without_client_id_log_the_session_out() {
+fn logout_closes_the_socket_and_a_connect_response_without_client_id_logs_out() {
     let cluster = start();
     let mut client = JsClient::connect(&cluster);
     client.gateway_connect();
     log_in(&mut client);
     client.emit("logout", json!({"cn": "Logout", "messageId": "out"}));
-    let out = session_of(&client.wait("gatewayConnectAck", |_| true));
-    assert!(!out.logged_in());
-    let auth = client.wait("push", |d| d["queue"] == "disconnectAuth");
-    assert_eq!(
-        auth["request"]["cn"],
-        "com.percero.agents.auth.vo.DisconnectRequest"
-    );
-    client.emit("findById", json!({"messageId": "f"}));
-    assert_eq!(
-        client.wait("gatewayError", |_| true)["error"],
-        "notLoggedIn"
-    );
+    assert_eq!(client.wait("disconnect", |_| true), "io server disconnect");
 
+    let mut client = JsClient::connect(&cluster);
+    client.gateway_connect();
     log_in(&mut client);
     client.emit(
         "testCall",
@@ -298,6 +306,11 @@ fn logout_and_a_connect_response_without_client_id_log_the_session_out() {
     );
     let out = session_of(&client.wait("gatewayConnectAck", |k| !session_of(k).logged_in()));
     assert_eq!(out.user_id, None);
+    client.emit("findById", json!({"messageId": "f"}));
+    assert_eq!(
+        client.wait("gatewayError", |_| true)["error"],
+        "notLoggedIn"
+    );
 }
 
 #[test]

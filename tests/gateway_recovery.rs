@@ -1,10 +1,11 @@
 //! The gateway when things break under it, end to end: the real binary, real socket.io clients,
 //! the echo agent of `tests/common/agent.rs`, and real RabbitMQ.
 //!
-//! - A worker SIGKILLed in the middle of its clients' conversations: what the clients acked stays
-//!   acked, what they had not acked goes back to their queues and reaches them when they
-//!   reconnect with their reconnect keys. Uses the shared RabbitMQ (and `rabbitmqctl` to read
-//!   the unacked counts, which a passive declare does not give).
+//! - A worker SIGKILLed in the middle of its logged-in clients' conversations: what the clients
+//!   acked stays acked, what they had not acked goes back to their queues and reaches them when
+//!   they reconnect with their reconnect keys (the backend double, as Percero, moves the old
+//!   queue's messages on the ReconnectRequest). Uses the double's vhost on the shared RabbitMQ
+//!   (and `rabbitmqctl` to read the unacked counts, which a passive declare does not give).
 //! - RabbitMQ restarted under load: a private RabbitMQ node of the test's own (the machine's
 //!   shared broker is never restarted), stopped and started again while clients do round trips;
 //!   the cluster must recover by itself.
@@ -20,7 +21,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::agent::{self, JsClient, gateway_config, start_agent, start_agent_on};
+use common::agent::{self, JsClient, gateway_config, start_agent_on};
+use common::keys;
+use common::percero::{self, Percero};
 use common::{Cluster, DEADLINE};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
@@ -85,11 +88,13 @@ fn worker_holding(client: i32, workers: &[i32], listen_port: u16) -> Option<i32>
 
 // ----- RabbitMQ's own counts -----
 
-/// (ready, unacked) of every queue of the shared RabbitMQ, by name.
-fn queue_counts() -> Option<HashMap<String, (u64, u64)>> {
+/// (ready, unacked) of every queue of `vhost` on the shared RabbitMQ, by name.
+fn queue_counts(vhost: &str) -> Option<HashMap<String, (u64, u64)>> {
     let out = Command::new("rabbitmqctl")
         .args([
             "list_queues",
+            "-p",
+            vhost,
             "-q",
             "--no-table-headers",
             "name",
@@ -117,12 +122,12 @@ fn queue_counts() -> Option<HashMap<String, (u64, u64)>> {
     )
 }
 
-/// Waits until each queue of `want` has exactly its (ready, unacked) counts.
-fn wait_counts(what: &str, want: &HashMap<String, (u64, u64)>) {
+/// Waits until each queue of `want` in `vhost` has exactly its (ready, unacked) counts.
+fn wait_counts(vhost: &str, what: &str, want: &HashMap<String, (u64, u64)>) {
     let mut last = HashMap::new();
     let start = Instant::now();
     loop {
-        if let Some(counts) = queue_counts() {
+        if let Some(counts) = queue_counts(vhost) {
             last = want
                 .keys()
                 .map(|q| (q.clone(), counts.get(q).copied()))
@@ -160,10 +165,20 @@ fn id(client: usize, phase: &str, n: usize) -> String {
     format!("c{client}-{phase}{n}")
 }
 
+/// A request the echo agent answers.
 fn request(client: &mut JsClient, message_id: &str) {
     client.emit(
         "testCall",
         json!({"cn": "TestCall", "messageId": message_id, "sendAck": true}),
+    );
+}
+
+/// A request Percero answers (a FindByIdResponse), with `sendAck` (a sync request has it).
+fn find_by_id(client: &mut JsClient, message_id: &str) {
+    client.emit(
+        "findById",
+        json!({"cn": "com.percero.agents.sync.vo.FindByIdRequest", "theClassName": "Thing",
+               "theClassId": "1", "messageId": message_id, "sendAck": true}),
     );
 }
 
@@ -176,29 +191,40 @@ fn ack(client: &mut JsClient, message_id: &str) {
 
 #[test]
 fn a_worker_killed_mid_conversation_loses_no_acked_or_unacked_message() {
-    start_agent();
-    let cluster = Cluster::start(&gateway_config());
+    let percero = Percero::start();
+    let vhost = percero.vhost().to_string();
+    let cluster = Cluster::start_unset(
+        &["gateway.rabbitmq.clientQueueExpires"],
+        &percero.gateway_config(),
+    );
     let listen_port = cluster.addr().port();
     let workers = cluster.worker_pids();
 
     let mut conversations: Vec<Conversation> = (0..CLIENTS)
         .map(|i| {
             let mut client = JsClient::connect(&cluster);
-            let (key, session) = client.gateway_connect();
+            client.emit("message", json!({"connect": true}));
+            client.wait("gatewayConnectAck", |_| true);
+            let (key, session) = percero::log_in_on(
+                &percero,
+                &mut client,
+                &format!("user{i}"),
+                &format!("device{i}"),
+            );
             let mut conversation = Conversation {
                 client,
                 key,
-                queue: session.client_id,
+                queue: keys::client_id(&session),
                 worker: 0,
                 acked: Vec::new(),
                 unacked: Vec::new(),
             };
             for n in 0..FIRST {
                 let message_id = id(i, "a", n);
-                request(&mut conversation.client, &message_id);
+                find_by_id(&mut conversation.client, &message_id);
                 assert_eq!(conversation.client.wait("ack", |_| true), message_id);
                 let push = conversation.client.push_for(&message_id);
-                assert_eq!(push["cn"], "TestCallResponse");
+                assert_eq!(push["cn"], "com.percero.agents.sync.vo.FindByIdResponse");
                 if n % 2 == 0 {
                     ack(&mut conversation.client, &message_id);
                     conversation.acked.push(message_id);
@@ -218,7 +244,7 @@ fn a_worker_killed_mid_conversation_loses_no_acked_or_unacked_message() {
         .iter()
         .map(|c| (c.queue.clone(), (0, c.unacked.len() as u64)))
         .collect();
-    wait_counts("client acks reaching RabbitMQ", &before);
+    wait_counts(&vhost, "client acks reaching RabbitMQ", &before);
 
     // The worker holding the most clients dies in the middle of the next requests: each is
     // confirmed by RabbitMQ (the gateway's `ack`), their answers are in flight, pushed or not.
@@ -228,7 +254,7 @@ fn a_worker_killed_mid_conversation_loses_no_acked_or_unacked_message() {
         .expect("workers");
     for (i, c) in conversations.iter_mut().enumerate() {
         for n in 0..SECOND {
-            request(&mut c.client, &id(i, "b", n));
+            find_by_id(&mut c.client, &id(i, "b", n));
         }
     }
     for (i, c) in conversations.iter_mut().enumerate() {
@@ -259,7 +285,7 @@ fn a_worker_killed_mid_conversation_loses_no_acked_or_unacked_message() {
                 .map(|c| (c.queue.clone(), (0, c.unacked.len() as u64))),
         )
         .collect();
-    wait_counts("unacked pushes back in the client queues", &after);
+    wait_counts(&vhost, "unacked pushes back in the client queues", &after);
 
     // The master replaces the worker.
     common::wait_for("a replacement worker", || {
@@ -268,13 +294,14 @@ fn a_worker_killed_mid_conversation_loses_no_acked_or_unacked_message() {
     });
 
     // The killed worker's clients come back with their reconnect keys and get exactly what they
-    // had not acked.
+    // had not acked: Percero moves it from the old queue on their ReconnectRequest.
     let mut reconnected = Vec::new();
     for mut old in killed {
         old.client.wait("disconnect", |_| true);
         let mut client = JsClient::connect(&cluster);
         client.emit("message", json!({"reconnect": {"reconnectId": old.key}}));
-        client.wait("gatewayConnectAck", |_| true);
+        let new = keys::session(&client.wait("gatewayConnectAck", |_| true));
+        assert_eq!(new["existingClientId"], old.queue.as_str());
         for message_id in &old.unacked {
             let push = client.push_for(message_id);
             assert_eq!(push["clientId"], old.queue.as_str());
@@ -290,12 +317,13 @@ fn a_worker_killed_mid_conversation_loses_no_acked_or_unacked_message() {
             ack(&mut c.client, &message_id);
         }
     }
+    // The old queues hold only the EOL Percero leaves there (removeClient).
     let empty: HashMap<String, (u64, u64)> = reconnected
         .iter()
-        .map(|(old, _)| (old.queue.clone(), (0, 0)))
+        .map(|(old, _)| (old.queue.clone(), (1, 0)))
         .chain(survived.iter().map(|c| (c.queue.clone(), (0, 0))))
         .collect();
-    wait_counts("every push acked", &empty);
+    wait_counts(&vhost, "every push acked", &empty);
 
     // Nothing acked came back (a redelivered push would be pushed and left unacked above).
     for (old, client) in &mut reconnected {
@@ -311,7 +339,7 @@ fn a_worker_killed_mid_conversation_loses_no_acked_or_unacked_message() {
     }
     // No ack went wrong: a double or unknown ack would close a consumer channel.
     for needle in [
-        "cannot ack a delivery",
+        "cannot settle a delivery",
         "reopening a closed consumer channel",
         "client queue gone",
     ] {

@@ -13,55 +13,15 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::ws::{self, Ws};
 use common::{Cluster, DEADLINE};
-use futures::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::Message;
 
 /// Connections opened at once.
 const BATCH: usize = 200;
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// Reads frames until one starts with `prefix` (engine.io pings are answered on the way).
-async fn read_until(ws: &mut Ws, prefix: &str) -> Result<String, String> {
-    while let Some(frame) = ws.next().await {
-        let text = match frame.map_err(|e| e.to_string())? {
-            Message::Text(t) => t.to_string(),
-            _ => continue,
-        };
-        if text == "2" {
-            ws.send(Message::text("3"))
-                .await
-                .map_err(|e| e.to_string())?;
-            continue;
-        }
-        if text.starts_with(prefix) {
-            return Ok(text);
-        }
-    }
-    Err("closed".into())
-}
-
-/// One socket.io v5 socket, connected to the `/` namespace.
-async fn open(url: String) -> Result<Ws, String> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .map_err(|e| e.to_string())?;
-    read_until(&mut ws, "0{").await?;
-    ws.send(Message::text("40"))
-        .await
-        .map_err(|e| e.to_string())?;
-    read_until(&mut ws, "40").await?;
-    Ok(ws)
-}
-
 /// The gateway's `connect`, up to its gatewayConnectAck.
 async fn connect(mut ws: Ws) -> Result<Ws, String> {
-    ws.send(Message::text(r#"42["message",{"connect":true}]"#))
-        .await
-        .map_err(|e| e.to_string())?;
-    read_until(&mut ws, r#"42["gatewayConnectAck""#).await?;
+    ws::gateway_connect(&mut ws).await?;
     Ok(ws)
 }
 
@@ -155,10 +115,7 @@ fn hold_idle_clients(clients: usize) {
          cluster.heartbeatInterval=1000\ncluster.workerTimeout=20000\ncluster.watchdogInterval=1000\n\
          frontend.logLevel=info\ngateway.socketio.interval=60\ngateway.socketio.timeout=120\n",
     );
-    let url = format!(
-        "ws://{}/socket.io/?EIO=4&transport=websocket",
-        cluster.addr()
-    );
+    let url = ws::url(cluster.addr());
     let pid = cluster.worker_pids()[0];
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -166,7 +123,7 @@ fn hold_idle_clients(clients: usize) {
         .unwrap();
     let idle = Memory::of(pid);
     report("idle", idle, ("idle", idle), clients);
-    let sockets = runtime.block_on(batched("socket.io open", clients, || url.clone(), open));
+    let sockets = runtime.block_on(batched("socket.io open", clients, || url.clone(), ws::open));
     let open = Memory::of(pid);
     report("socket.io sockets open", open, ("idle", idle), clients);
     let mut sockets = sockets.into_iter();

@@ -360,6 +360,42 @@ pub(crate) static KEYS: &[KeySpec] = &[
         get: |c| ms(c.frontend.client_message_resend_interval),
     },
     KeySpec {
+        name: "frontend.maxMessageSize",
+        unit: "bytes",
+        default: "1048576",
+        doc: "The longest message a client may send on its websocket (both socket.io \
+              protocols), checked before it is read: a client that sends more is disconnected \
+              (close code 1009) and the worker logs it. 1024 to 67108864.",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.frontend.max_message_size, max_message_size(v)?),
+        get: |c| c.frontend.max_message_size.to_string(),
+    },
+    KeySpec {
+        name: "frontend.maxRequestsPerSecond",
+        unit: "requests/s",
+        default: "0",
+        doc: "Request events one client may send per second (bursts of one second's worth); \
+              the rest are refused with gatewayError rateLimited and not forwarded. 0 = no \
+              limit, as the Node gateway had none.",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.frontend.max_requests_per_second, rate(v)?),
+        get: |c| c.frontend.max_requests_per_second.to_string(),
+    },
+    KeySpec {
+        name: "frontend.headerTimeout",
+        unit: "ms",
+        default: "10000",
+        doc: "An HTTP connection must send a whole request head within this long of opening, \
+              and of its previous answer (so it is also how long an idle keep-alive connection \
+              stays open); otherwise it is closed. Websockets are not affected once upgraded.",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| set(&mut c.frontend.header_timeout, millis(v, 100)?),
+        get: |c| ms(c.frontend.header_timeout),
+    },
+    KeySpec {
         name: FLASH_POLICY_PORT,
         unit: "port",
         default: "",
@@ -524,19 +560,45 @@ pub(crate) static KEYS: &[KeySpec] = &[
     KeySpec {
         name: "gateway.rabbitmq.clientQueueExpires",
         unit: "ms",
-        default: "3600000",
-        doc: "A client queue nobody consumes for this long is deleted by RabbitMQ (x-expires), \
-              with the pushes it still holds: a client reconnecting within it gets them. \
-              At least 1000.",
+        default: "0",
+        doc: "0 or empty = client queues never expire, as the Node gateway and the backend \
+              declare them (no arguments; the backend deletes queues it is done with). Else \
+              RabbitMQ deletes a client queue nobody consumes for this long (x-expires), with \
+              the pushes it still holds; the backend's own no-argument declares of such a \
+              queue then fail, so set it only without a backend that manages client queues. \
+              At least 1000 when set.",
+        sample: Sample::Default,
+        secret: false,
+        set: |c, v| {
+            let expires = match v {
+                "" | "0" => None,
+                v => Some(millis(v, 1000)?),
+            };
+            set(&mut c.gateway.rabbitmq.client_queue_expires, expires)
+        },
+        get: |c| {
+            c.gateway
+                .rabbitmq
+                .client_queue_expires
+                .map_or("0".into(), ms)
+        },
+    },
+    KeySpec {
+        name: "gateway.rabbitmq.maxQueueDeclaresPerSecond",
+        unit: "declares/s",
+        default: "500",
+        doc: "Client queues one worker declares per second at most (bursts of one second's \
+              worth): a connect over it waits its turn, so a flood of connects cannot flood \
+              RabbitMQ. 0 = no limit.",
         sample: Sample::Default,
         secret: false,
         set: |c, v| {
             set(
-                &mut c.gateway.rabbitmq.client_queue_expires,
-                millis(v, 1000)?,
+                &mut c.gateway.rabbitmq.max_queue_declares_per_second,
+                rate(v)?,
             )
         },
-        get: |c| ms(c.gateway.rabbitmq.client_queue_expires),
+        get: |c| c.gateway.rabbitmq.max_queue_declares_per_second.to_string(),
     },
     KeySpec {
         name: "relay.enabled",
@@ -733,6 +795,27 @@ fn millis(v: &str, min: u64) -> Result<Duration, String> {
         return Err(format!("must be at most {MAX_MILLIS} (24 hours)"));
     }
     Ok(Duration::from_millis(n))
+}
+
+fn rate(v: &str) -> Result<u32, String> {
+    match whole(v) {
+        Some(n) if n <= 1_000_000 => Ok(n as u32),
+        Some(_) => Err("must be at most 1000000".into()),
+        None => Err("expected a whole number per second (0 = no limit)".into()),
+    }
+}
+
+fn max_message_size(v: &str) -> Result<usize, String> {
+    const RANGE: std::ops::RangeInclusive<u64> = 1024..=64 * 1024 * 1024;
+    match whole(v) {
+        Some(n) if RANGE.contains(&n) => Ok(n as usize),
+        Some(_) => Err(format!(
+            "must be between {} and {} bytes",
+            RANGE.start(),
+            RANGE.end()
+        )),
+        None => Err("expected a size in bytes as a whole number".into()),
+    }
 }
 
 fn seconds(v: &str) -> Result<Duration, String> {

@@ -105,6 +105,13 @@ pub struct FrontendConfig {
     pub session_secret: Option<String>,
     /// `frontend.clientMessageResendInterval` (ms), default 7500.
     pub client_message_resend_interval: Duration,
+    /// `frontend.maxMessageSize` (bytes), default 1 MiB: the longest websocket message a client
+    /// may send.
+    pub max_message_size: usize,
+    /// `frontend.maxRequestsPerSecond`: per client; 0 = no limit (the default).
+    pub max_requests_per_second: u32,
+    /// `frontend.headerTimeout` (ms), default 10 s: for a request head, and between requests.
+    pub header_timeout: Duration,
     /// `frontend.flash_policy_port`: obsolete, accepted and ignored.
     pub flash_policy_port: Option<u16>,
 }
@@ -194,8 +201,11 @@ pub struct RabbitMqConfig {
     pub password: String,
     pub vhost: String,
     pub durable: bool,
-    /// `gateway.rabbitmq.clientQueueExpires`: the client queues' `x-expires`.
-    pub client_queue_expires: Duration,
+    /// `gateway.rabbitmq.clientQueueExpires`: the client queues' `x-expires`; `None` (the
+    /// default): declared with no arguments, as the backend declares them.
+    pub client_queue_expires: Option<Duration>,
+    /// `gateway.rabbitmq.maxQueueDeclaresPerSecond`, per worker; 0 = no limit.
+    pub max_queue_declares_per_second: u32,
 }
 
 /// What [`Config::load`] / [`Config::parse`] / [`Config::resolve`] give: the config and the
@@ -281,6 +291,9 @@ impl Default for FrontendConfig {
             cert_auth: None,
             session_secret: None,
             client_message_resend_interval: Duration::from_millis(7500),
+            max_message_size: 1024 * 1024,
+            max_requests_per_second: 0,
+            header_timeout: Duration::from_secs(10),
             flash_policy_port: None,
         }
     }
@@ -317,7 +330,8 @@ impl Default for RabbitMqConfig {
             password: "guest".to_string(),
             vhost: "/".to_string(),
             durable: false,
-            client_queue_expires: Duration::from_secs(3600),
+            client_queue_expires: None,
+            max_queue_declares_per_second: 500,
         }
     }
 }

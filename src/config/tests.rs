@@ -171,6 +171,9 @@ frontend.certificate=/etc/cert.pem
 frontend.cert_auth=/etc/ca.pem
 frontend.session_secret=s3cret
 frontend.clientMessageResendInterval=1
+frontend.maxMessageSize=2048
+frontend.maxRequestsPerSecond=7
+frontend.headerTimeout=2500
 gateway.socketio.timeout=60
 gateway.socketio.interval=59
 gateway.redis.host=redis.example
@@ -186,6 +189,7 @@ gateway.rabbitmq.password=mqpass
 gateway.rabbitmq.vhost=/gw
 gateway.rabbitmq.durable=1
 gateway.rabbitmq.clientQueueExpires=90000
+gateway.rabbitmq.maxQueueDeclaresPerSecond=9
 relay.enabled=true
 relay.mongodb.url=mongodb://db1,db2/?replicaSet=rs1
 relay.mongodb.database=app
@@ -241,6 +245,10 @@ relay.maxInFlight=10
         c.frontend.client_message_resend_interval,
         Duration::from_millis(1)
     );
+    assert_eq!(c.frontend.max_message_size, 2048);
+    assert_eq!(c.frontend.max_requests_per_second, 7);
+    assert_eq!(c.frontend.header_timeout, Duration::from_millis(2500));
+    assert_eq!(c.gateway.rabbitmq.max_queue_declares_per_second, 9);
     assert_eq!(c.gateway.socketio.timeout, Duration::from_secs(60));
     assert_eq!(c.gateway.socketio.interval, Duration::from_secs(59));
     assert_eq!(c.gateway.redis.host, "redis.example");
@@ -257,7 +265,7 @@ relay.maxInFlight=10
     assert!(c.gateway.rabbitmq.durable);
     assert_eq!(
         c.gateway.rabbitmq.client_queue_expires,
-        Duration::from_secs(90)
+        Some(Duration::from_secs(90))
     );
     let relay = RelayConfig {
         enabled: true,

@@ -51,7 +51,7 @@ pub struct Incoming {
     pub reply: Option<String>,
 }
 
-/// A client for `gateway.redis.*` speaking `protocol` (the adapter needs RESP3 pushes).
+/// A client for `gateway.redis.*` speaking `protocol`.
 pub fn client(
     config: &RedisConfig,
     protocol: ProtocolVersion,

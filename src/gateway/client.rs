@@ -1,23 +1,109 @@
-//! One socket.io client: its session, its client queue on RabbitMQ, the pushes it has not acked
-//! yet (re-sent until it does), and its disposal.
+//! One ActiveStack client, whatever framing carries its events (socket.io v4/v5 or socket.io
+//! 0.9): its session, its client queue, the pushes it has not acked yet, the login rules and its
+//! disposal, as the Node gateway's `src/service/client.js` and `session.js` behave (with the
+//! deliberate differences the README lists).
+//!
+//! The client only decides. What it decides to do (emit to the socket, publish to an agent
+//! queue, consume its queue, settle a delivery, close) goes through [`Effects`], which the
+//! connection it runs on implements; what happens back (a request event, a delivery from its
+//! queue, a publish confirmed, a timer) comes in through its methods. So every rule here is
+//! tested without a socket or a broker (see the tests below).
+//!
+//! Requests the backend answers are published only once the client queue exists: a request that
+//! arrives while the queue is being declared waits, in order, and goes out as soon as the queue
+//! is consumed (the original registered its request handlers before its queue existed; the
+//! answers then had nowhere to go).
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use lapin::message::Delivery;
-use lapin::{Channel, Consumer};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::Shared;
-use super::adapter::{self, SocketRef};
 use super::events::{self, Kind};
-use super::rabbit::{Rabbit, RabbitError, Settle, Unsettled};
-use super::session::Session;
+use super::limits::{TokenBucket, Warn, WarnBudget, loggable};
+use super::rabbit::{RabbitError, Settle};
+use super::session::{Session, SessionError};
+
+/// What a client can make happen. `D` is the handle of one RabbitMQ delivery (the connection
+/// settles it on its channel).
+pub trait Effects<D> {
+    /// Sends `event` with a JSON value to the socket.
+    fn emit(&mut self, event: &str, data: &Value);
+    /// Sends `push` with the backend's JSON object exactly as it arrived. `delivery`, if given,
+    /// is acked on RabbitMQ once the push has been written to the socket.
+    fn push(&mut self, body: &[u8], delivery: Option<D>);
+    /// Publishes `body` to the agent queue `queue` (default exchange, mandatory, `replyTo` =
+    /// `reply_to`), in order with every other publish; the outcome comes back through
+    /// [`Client::on_published`] with `then`.
+    fn publish(&mut self, queue: &str, body: Vec<u8>, reply_to: &str, then: Then);
+    /// Declares the client queue `queue` and consumes it; the outcome comes back through
+    /// [`Client::on_subscribed`].
+    fn subscribe(&mut self, queue: &str);
+    /// Stops consuming the client queue (what it left unacked the client settles itself), and
+    /// deletes the queue once its consumer is gone if `then` says so.
+    fn unsubscribe(&mut self, then: AfterCancel);
+    fn settle(&mut self, delivery: D, how: Settle);
+    /// The socket is one of `user`'s sockets now (pushes to the user reach it), or no longer.
+    fn join_user(&mut self, user: &str);
+    fn leave_user(&mut self, user: &str);
+    /// Ends the connection from the server's side (the client logic is done with it).
+    fn close(&mut self, why: Close);
+}
+
+/// Why the client logic ends its connection. Each is a server-side disconnect the framing
+/// announces (socket.io's disconnect packet), after which standard clients do not reconnect by
+/// themselves, as with the original's `socket.disconnect()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    /// The client sent `logout`.
+    Logout,
+    /// The backend sent the client's end of life (EOL) on its queue.
+    EndOfLife,
+    /// The broker deleted or cancelled the client queue.
+    QueueGone,
+}
+
+/// What becomes of the client queue once its consumer is cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterCancel {
+    /// Left to the backend (Percero moves its messages on a reconnect, or removes it).
+    Keep,
+    /// Deleted: the client never logged in, so the backend never knew it and no reconnect can
+    /// take its queue over. Anonymous connections leave no queue behind.
+    Delete,
+}
+
+/// Per-client limits (`frontend.maxRequestsPerSecond`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    /// Request events forwarded per second (burst: one second's worth); 0 = no limit.
+    pub requests_per_second: u32,
+}
+
+/// What to do once a publish has been confirmed (or has failed).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Then {
+    /// A client's request: tell it if it failed, and `ack` it if it asked (`sendAck`).
+    Request {
+        event: String,
+        message_id: Option<Value>,
+        send_ack: bool,
+    },
+    /// One of the gateway's own messages to the backend: only logged if it failed.
+    Internal,
+}
+
+/// What a client needs to know of the world for one input.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// The secret that signs reconnect keys.
+    pub secret: &'a [u8],
+    pub now: Instant,
+    /// `frontend.clientMessageResendInterval` now.
+    pub resend_interval: Duration,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -29,166 +115,222 @@ pub enum ClientError {
     Malformed(String),
     #[error("unknown event {0:?}")]
     UnknownEvent(String),
+    #[error("the client queue is not available: {0}")]
+    Queue(String),
+    #[error("{0} refused: more than {1} requests a second (frontend.maxRequestsPerSecond)")]
+    RateLimited(String, u32),
     #[error(transparent)]
     Rabbit(#[from] RabbitError),
 }
 
-/// A push the client has not acked yet: its RabbitMQ delivery, and what to re-send when.
-struct Pending {
-    delivery: Unsettled,
-    message: Value,
+impl ClientError {
+    /// The `error` code of the `gatewayError` event.
+    fn code(&self) -> &'static str {
+        match self {
+            ClientError::NotConnected(_) => "notConnected",
+            ClientError::NotLoggedIn(_) => "notLoggedIn",
+            ClientError::Malformed(_) => "malformed",
+            ClientError::UnknownEvent(_) => "unknownEvent",
+            ClientError::Queue(_) => "unavailable",
+            ClientError::RateLimited(..) => "rateLimited",
+            ClientError::Rabbit(RabbitError::Unroutable { .. }) => "unroutable",
+            ClientError::Rabbit(_) => "unavailable",
+        }
+    }
+}
+
+/// Where the client queue is.
+#[derive(Debug)]
+enum Queue {
+    /// No `connect` (or `reconnect`) yet.
+    None,
+    /// Being declared and consumed; publishes wait here, in order.
+    Subscribing {
+        waiting: Vec<Publish>,
+    },
+    Subscribed,
+    /// The client is done (socket closed, EOL, queue gone, logout).
+    Disposed,
+}
+
+/// A publish that waits for the client queue.
+#[derive(Debug)]
+struct Publish {
+    queue: String,
+    body: Vec<u8>,
+    then: Then,
+}
+
+/// A push the client has not acked yet: its delivery, and what to send again when.
+struct Pending<D> {
+    delivery: D,
+    body: Vec<u8>,
     resend_at: Instant,
 }
 
-#[derive(Default)]
-struct State {
+pub struct Client<D> {
     session: Session,
-    /// `connect` (or `reconnect`) received.
-    connected: bool,
-    /// The client queue is consumed: requests may go out (their answers have somewhere to go).
-    subscribed: bool,
-    disposed: bool,
-    /// This client's consumers: the channel each is on, and its tag.
-    subscriptions: Vec<(Arc<Channel>, String)>,
-    pending: HashMap<String, Pending>,
-    /// When the client's resend loop wakes next; `None`: it is not running.
-    resend_wake: Option<Instant>,
+    /// The session changed since the client last got its key (`gatewayConnectAck`).
+    dirty: bool,
+    queue: Queue,
+    /// Unacked pushes by their `correspondingMessageId`.
+    pending: HashMap<String, Pending<D>>,
+    /// The session was logged in at some point (or took over a logged-in one): the backend
+    /// knows the client and manages its queue.
+    known_to_backend: bool,
+    /// `frontend.maxRequestsPerSecond`, if set.
+    requests: Option<(TokenBucket, u32)>,
+    /// How many of this client's warnings get logged.
+    warnings: WarnBudget,
 }
 
-pub struct Client {
-    socket: SocketRef,
-    shared: Arc<Shared>,
-    state: Mutex<State>,
-    /// Wakes the resend loop before its time: a push due earlier (the interval was shortened),
-    /// or disposal.
-    resend_changed: Notify,
-}
-
-impl Client {
-    pub fn new(socket: SocketRef, shared: Arc<Shared>) -> Arc<Client> {
-        Arc::new(Client {
-            socket,
-            shared,
-            state: Mutex::new(State {
-                session: Session::new(),
-                ..State::default()
-            }),
-            resend_changed: Notify::new(),
-        })
-    }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock leaves plain data behind: keep using it.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn client_id(&self) -> String {
-        self.state().session.client_id.clone()
-    }
-
-    fn emit(&self, event: &str, data: &Value) {
-        if let Err(e) = self.socket.emit(event, data) {
-            tracing::debug!(sid = %self.socket.id, event, "cannot emit: {e}");
+impl<D> Client<D> {
+    /// A client with a fresh session (a new random client id).
+    pub fn new(limits: Limits) -> Client<D> {
+        let rate = limits.requests_per_second;
+        Client {
+            session: Session::new(),
+            dirty: true,
+            queue: Queue::None,
+            pending: HashMap::new(),
+            known_to_backend: false,
+            requests: (rate > 0).then(|| (TokenBucket::new(rate, rate, Instant::now()), rate)),
+            warnings: WarnBudget::default(),
         }
     }
 
-    fn send_session(&self) {
-        let key = self.state().session.sign(&self.shared.secret);
-        self.emit(events::CONNECT_ACK, &Value::String(key));
+    /// Whether a warning this client caused may be logged (a few per window; the rest are
+    /// counted and reported with the next one that is).
+    fn may_log(&mut self) -> bool {
+        match self.warnings.admit(Instant::now()) {
+            Warn::Log => true,
+            Warn::LogAfterSuppressing(n) => {
+                tracing::warn!(client = %self.session.client_id, suppressed = n, "more warnings about this client were left out of the log");
+                true
+            }
+            Warn::Suppress => false,
+        }
     }
 
-    fn warn(&self, event: &str, error: &ClientError, message_id: Option<&Value>) {
-        tracing::warn!(sid = %self.socket.id, event, "{error}");
-        self.emit(
+    pub fn client_id(&self) -> &str {
+        &self.session.client_id
+    }
+
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// Disposed: the connection is finished with as soon as its last writes are out.
+    pub fn is_disposed(&self) -> bool {
+        matches!(self.queue, Queue::Disposed)
+    }
+
+    /// When the next unacked push is due to be sent again.
+    pub fn next_resend(&self) -> Option<Instant> {
+        self.pending.values().map(|p| p.resend_at).min()
+    }
+
+    fn warn(
+        &mut self,
+        effects: &mut impl Effects<D>,
+        event: &str,
+        error: &ClientError,
+        id: Option<&Value>,
+    ) {
+        let event = loggable(event);
+        if self.may_log() {
+            tracing::warn!(client = %self.session.client_id, event = %event, "{error}");
+        }
+        effects.emit(
             events::ERROR,
-            &json!({"event": event, "messageId": message_id, "error": error_code(error), "message": error.to_string()}),
+            &json!({"event": event, "messageId": id, "error": error.code(), "message": error.to_string()}),
         );
+    }
+
+    /// Sends the session's key if it changed, once the client queue is consumed (before that,
+    /// the key would name a queue that may never exist).
+    fn send_session(&mut self, ctx: &Context<'_>, effects: &mut impl Effects<D>) {
+        if self.dirty && matches!(self.queue, Queue::Subscribed) {
+            self.dirty = false;
+            let key = self.session.sign_at(ctx.secret, wall_clock_ms());
+            effects.emit(events::CONNECT_ACK, &Value::String(key));
+        }
     }
 
     // ----- the `message` event -----
 
     /// `message` with keys `connect`, `reconnect`, `ack`, `hibernate`.
-    pub async fn on_message(self: &Arc<Client>, data: Value) {
-        let Value::Object(map) = data else {
-            return self.warn("message", &ClientError::Malformed("message".into()), None);
+    pub fn on_message(
+        &mut self,
+        ctx: &Context<'_>,
+        data: Option<Value>,
+        effects: &mut impl Effects<D>,
+    ) {
+        let Some(Value::Object(map)) = data else {
+            return self.warn(
+                effects,
+                "message",
+                &ClientError::Malformed("message".into()),
+                None,
+            );
         };
         for key in map.keys() {
-            if !matches!(key.as_str(), "connect" | "reconnect" | "ack" | "hibernate") {
-                tracing::warn!(sid = %self.socket.id, key, "ignoring an unknown message key");
+            if !matches!(key.as_str(), "connect" | "reconnect" | "ack" | "hibernate")
+                && self.may_log()
+            {
+                let key = loggable(key);
+                tracing::warn!(client = %self.session.client_id, key = %key, "ignoring an unknown message key");
             }
         }
         if let Some(reconnect) = map.get("reconnect") {
-            self.reconnect(reconnect).await;
+            self.reconnect(ctx, reconnect, effects);
         } else if map.contains_key("connect") {
-            self.connect().await;
+            self.connect(ctx, effects);
         }
         if let Some(ack) = map.get("ack") {
-            self.client_ack(ack).await;
+            self.client_ack(ack, effects);
         }
         if map.contains_key("hibernate") {
-            self.hibernate().await;
+            let body = self.agent_request(events::HIBERNATE_REQUEST, Existing::Omit);
+            self.send_to_agent(events::HIBERNATE_QUEUE, body, Then::Internal, effects);
+        }
+        self.send_session(ctx, effects);
+    }
+
+    /// Declares and consumes the client queue; the session goes out once it is consumed.
+    fn connect(&mut self, ctx: &Context<'_>, effects: &mut impl Effects<D>) {
+        match self.queue {
+            Queue::None => {
+                self.queue = Queue::Subscribing {
+                    waiting: Vec::new(),
+                };
+                effects.subscribe(&self.session.client_id);
+            }
+            Queue::Disposed => {}
+            Queue::Subscribing { .. } | Queue::Subscribed => {
+                if self.may_log() {
+                    tracing::warn!(client = %self.session.client_id, "connect on a connected client: sending the session again");
+                }
+                self.dirty = true;
+                self.send_session(ctx, effects);
+            }
         }
     }
 
-    /// Declares and consumes the client queue, then sends the session.
-    async fn connect(self: &Arc<Client>) {
-        let (queues, already) = {
-            let mut state = self.state();
-            if state.disposed {
-                return;
-            }
-            let already = state.connected;
-            state.connected = true;
-            let mut queues = vec![state.session.client_id.clone()];
-            // The previous client's queue still holds what it did not ack: consume it too.
-            queues.extend(state.session.existing_client_id.clone());
-            (queues, already)
-        };
-        if already {
-            tracing::warn!(sid = %self.socket.id, "connect on a connected client: sending the session again");
-            return self.send_session();
-        }
-        for queue in queues {
-            match self.shared.rabbit.subscribe(&queue).await {
-                Ok((channel, consumer)) => {
-                    let tag = consumer.tag().to_string();
-                    let disposed = {
-                        let mut state = self.state();
-                        state.subscriptions.push((channel.clone(), tag.clone()));
-                        state.disposed
-                    };
-                    if disposed {
-                        // Disposed while subscribing: give it back.
-                        let _ = Rabbit::unsubscribe(&channel, &tag).await;
-                    }
-                    tokio::spawn(self.clone().consume(channel, consumer));
-                }
+    /// `reconnect {reconnectId}`: takes over a previous session (a new client id, the old ones
+    /// remembered). A refused key still gets a working, fresh client.
+    fn reconnect(&mut self, ctx: &Context<'_>, data: &Value, effects: &mut impl Effects<D>) {
+        let old = match data.get("reconnectId").and_then(Value::as_str) {
+            Some(key) => match Session::verify(key, ctx.secret) {
+                Ok(old) => Some(old),
                 Err(e) => {
-                    tracing::error!(sid = %self.socket.id, queue, "cannot consume the client queue: {e}");
-                    self.warn("connect", &ClientError::Rabbit(e), None);
+                    self.refuse_key(&e, effects);
+                    None
                 }
-            }
-        }
-        self.state().subscribed = true;
-        tracing::debug!(sid = %self.socket.id, client = %self.client_id(), "client connected");
-        self.send_session();
-    }
-
-    /// `reconnect {reconnectId}`: takes over a previous session (new clientId, old ones kept).
-    async fn reconnect(self: &Arc<Client>, data: &Value) {
-        let key = data.get("reconnectId").and_then(Value::as_str);
-        let old = match key.map(|k| Session::verify(k, &self.shared.secret)) {
-            Some(Ok(old)) => Some(old),
-            Some(Err(e)) => {
-                tracing::warn!(sid = %self.socket.id, "reconnect refused: {e}");
-                self.emit(
-                    events::ERROR,
-                    &json!({"event": "reconnect", "error": "badReconnectId", "message": e.to_string()}),
-                );
-                None
-            }
+            },
             None => {
                 self.warn(
+                    effects,
                     "reconnect",
                     &ClientError::Malformed("reconnect".into()),
                     None,
@@ -196,393 +338,503 @@ impl Client {
                 None
             }
         };
-        let logged_in = {
-            let mut state = self.state();
-            if state.connected {
-                tracing::warn!(sid = %self.socket.id, "reconnect on a connected client ignored");
-                return;
+        if !matches!(self.queue, Queue::None) {
+            if self.may_log() {
+                tracing::warn!(client = %self.session.client_id, "reconnect on a connected client ignored");
             }
-            match old {
-                Some(old) if old.client_id != state.session.client_id => {
-                    state.session.adopt_existing(old);
-                    state.session.logged_in()
-                }
-                _ => false,
-            }
-        };
-        // Refused keys still get a working, fresh client.
-        self.connect().await;
-        if logged_in {
-            self.join_user_room();
-            let request = self.agent_request(events::RECONNECT_REQUEST);
-            self.publish_internal(events::RECONNECT_QUEUE, &request)
-                .await;
+            return;
         }
+        if let Some(old) = old.filter(|old| old.client_id != self.session.client_id) {
+            self.known_to_backend |= old.logged_in();
+            self.session.adopt_existing(old);
+            self.dirty = true;
+        }
+        self.connect(ctx, effects);
+        // The backend moves the previous queues' messages into ours (Percero's renameClient):
+        // ours must exist first, so this waits for the subscription like any request.
+        if self.session.logged_in() && self.session.existing_client_id.is_some() {
+            let body = self.agent_request(events::RECONNECT_REQUEST, Existing::Include);
+            self.send_to_agent(events::RECONNECT_QUEUE, body, Then::Internal, effects);
+        }
+    }
+
+    fn refuse_key(&mut self, error: &SessionError, effects: &mut impl Effects<D>) {
+        if self.may_log() {
+            tracing::warn!(client = %self.session.client_id, "reconnect refused: {error}");
+        }
+        effects.emit(
+            events::ERROR,
+            &json!({"event": "reconnect", "error": "badReconnectId", "message": error.to_string()}),
+        );
     }
 
     /// `ack {correspondingMessageId}`: the client has the push; RabbitMQ may forget it.
-    async fn client_ack(&self, data: &Value) {
-        let Some(id) = data.get("correspondingMessageId").and_then(message_id) else {
-            return self.warn("ack", &ClientError::Malformed("ack".into()), None);
+    fn client_ack(&mut self, data: &Value, effects: &mut impl Effects<D>) {
+        let Some(id) = data.get("correspondingMessageId").and_then(text) else {
+            return self.warn(effects, "ack", &ClientError::Malformed("ack".into()), None);
         };
-        let pending = self.state().pending.remove(&id);
-        match pending {
-            Some(pending) => {
-                if let Err(e) = pending.delivery.settle(Settle::Ack).await {
-                    tracing::warn!(sid = %self.socket.id, "cannot ack a delivery: {e}");
-                }
+        match self.pending.remove(&id) {
+            Some(pending) => effects.settle(pending.delivery, Settle::Ack),
+            None => {
+                tracing::debug!(client = %self.session.client_id, id, "ack for no pending push")
             }
-            None => tracing::debug!(sid = %self.socket.id, id, "ack for no pending push"),
         }
     }
 
-    async fn hibernate(&self) {
-        let request = self.agent_request(events::HIBERNATE_REQUEST);
-        self.publish_internal(events::HIBERNATE_QUEUE, &request)
-            .await;
+    /// The queue is consumed (or could not be): the session goes out and what waited is sent.
+    pub fn on_subscribed(
+        &mut self,
+        ctx: &Context<'_>,
+        result: Result<(), RabbitError>,
+        effects: &mut impl Effects<D>,
+    ) {
+        let waiting = match std::mem::replace(&mut self.queue, Queue::Subscribed) {
+            Queue::Subscribing { waiting } => waiting,
+            other => {
+                // Disposed meanwhile: the connection gives the consumer back.
+                self.queue = other;
+                return;
+            }
+        };
+        match result {
+            Ok(()) => {
+                tracing::debug!(client = %self.session.client_id, "client connected");
+                self.send_session(ctx, effects);
+                for Publish { queue, body, then } in waiting {
+                    effects.publish(&queue, body, &self.session.client_id, then);
+                }
+            }
+            Err(e) => {
+                // The client may send `connect` again.
+                self.queue = Queue::None;
+                tracing::error!(client = %self.session.client_id, "cannot consume the client queue: {e}");
+                self.warn(effects, "connect", &ClientError::Queue(e.to_string()), None);
+                for publish in waiting {
+                    if let Then::Request {
+                        event, message_id, ..
+                    } = publish.then
+                    {
+                        let error = ClientError::Queue(e.to_string());
+                        self.warn(effects, &event, &error, message_id.as_ref());
+                    }
+                }
+            }
+        }
     }
 
     // ----- request events -----
 
-    /// A request event: checked, stamped with the session's clientId, published to the agent
+    /// A request event: checked, stamped with the session's client id, published to the agent
     /// queue named like the event.
-    pub async fn on_request(self: &Arc<Client>, event: &str, data: Option<Value>) {
+    pub fn on_request(
+        &mut self,
+        ctx: &Context<'_>,
+        event: &str,
+        data: Option<Value>,
+        effects: &mut impl Effects<D>,
+    ) {
+        if event == "logout" {
+            return self.logout(data, effects);
+        }
         let message_id = data.as_ref().and_then(|d| d.get("messageId")).cloned();
-        let kind = events::kind(event);
-        let (connected, logged_in, client_id) = {
-            let state = self.state();
-            (
-                state.subscribed && !state.disposed,
-                state.session.logged_in(),
-                state.session.client_id.clone(),
-            )
-        };
-        let problem = match (kind, &data) {
-            (Kind::Unknown, _) => Some(ClientError::UnknownEvent(event.into())),
+        let connected = self.connected();
+        let problem = match (events::kind(event), &data) {
+            (Kind::Unknown, _) => Some(ClientError::UnknownEvent(loggable(event).into_owned())),
             _ if !connected => Some(ClientError::NotConnected(event.into())),
-            (Kind::AfterLogin, _) if !logged_in => Some(ClientError::NotLoggedIn(event.into())),
+            (Kind::AfterLogin, _) if !self.session.logged_in() => {
+                Some(ClientError::NotLoggedIn(event.into()))
+            }
             (_, Some(Value::Object(_))) => None,
             _ => Some(ClientError::Malformed(event.into())),
         };
+        let problem = problem.or_else(|| {
+            let (bucket, rate) = self.requests.as_mut()?;
+            (!bucket.try_take(ctx.now)).then(|| ClientError::RateLimited(event.into(), *rate))
+        });
         if let Some(problem) = problem {
-            return self.warn(event, &problem, message_id.as_ref());
+            return self.warn(effects, event, &problem, message_id.as_ref());
         }
-        let Some(Value::Object(mut body)) = data else {
+        let Some(Value::Object(body)) = data else {
             return;
         };
+        let body = self.stamp(body);
         let send_ack = body.get("sendAck").is_some_and(truthy);
-        body.insert("clientId".into(), Value::String(client_id.clone()));
-        let bytes = Value::Object(body).to_string();
-        match self
-            .shared
-            .rabbit
-            .publish(event, bytes.as_bytes(), Some(&client_id))
-            .await
-        {
-            Ok(()) => {
-                if send_ack {
-                    self.emit(events::ACK, message_id.as_ref().unwrap_or(&Value::Null));
-                }
-            }
-            Err(e) => {
-                tracing::warn!(sid = %self.socket.id, event, "request not delivered: {e}");
-                self.warn(event, &ClientError::Rabbit(e), message_id.as_ref());
-            }
-        }
-        if event == "logout" {
-            let request = self.agent_request(events::AUTH_DISCONNECT_REQUEST);
-            self.publish_internal(events::DISCONNECT_AUTH_QUEUE, &request)
-                .await;
-            self.log_out();
-        }
-    }
-
-    /// Puts the socket in its user's room (pushes to the user reach it on any worker).
-    fn join_user_room(&self) {
-        if let Some(user) = self.state().session.user_id.clone() {
-            self.socket.join(adapter::user_room(&user));
-        }
-    }
-
-    fn log_out(&self) {
-        let user = {
-            let mut state = self.state();
-            let user = state.session.user_id.clone();
-            state.session.log_out();
-            user
+        let then = Then::Request {
+            event: event.to_string(),
+            message_id,
+            send_ack,
         };
-        if let Some(user) = user {
-            self.socket.leave(adapter::user_room(&user));
+        self.send_to_agent(event, encode(&Value::Object(body)), then, effects);
+        self.send_session(ctx, effects);
+    }
+
+    /// The request with the session's client id (legacy clients keep sending their old one
+    /// after a reconnect).
+    fn stamp(&self, mut body: Map<String, Value>) -> Map<String, Value> {
+        body.insert(
+            "clientId".into(),
+            Value::String(self.session.client_id.clone()),
+        );
+        body
+    }
+
+    /// `logout`, as the original: the server closes the socket, which sends the sync
+    /// DisconnectRequest (still carrying the user), then the auth DisconnectRequest goes to
+    /// `disconnectAuth`, then the client's own request to `logout` if it was logged in and
+    /// connected; the session is logged out.
+    fn logout(&mut self, data: Option<Value>, effects: &mut impl Effects<D>) {
+        let connected = self.connected();
+        let logged_in = self.session.logged_in();
+        if connected {
+            self.send_disconnect_request(effects);
         }
-        self.send_session();
+        let body = self.agent_request(events::AUTH_DISCONNECT_REQUEST, Existing::Omit);
+        effects.publish(
+            events::DISCONNECT_AUTH_QUEUE,
+            body,
+            &self.session.client_id,
+            Then::Internal,
+        );
+        match data {
+            Some(Value::Object(request)) if connected && logged_in => {
+                let body = encode(&Value::Object(self.stamp(request)));
+                effects.publish("logout", body, &self.session.client_id, Then::Internal);
+            }
+            _ => {}
+        }
+        if let Some(user) = self.session.user_id.take() {
+            effects.leave_user(&user);
+        }
+        self.session.log_out();
+        tracing::info!(client = %self.session.client_id, "logout: closing the socket");
+        self.finish(effects);
+        effects.close(Close::Logout);
+    }
+
+    /// Publishes now, or once the client queue is consumed if it is being declared.
+    fn send_to_agent(
+        &mut self,
+        queue: &str,
+        body: Vec<u8>,
+        then: Then,
+        effects: &mut impl Effects<D>,
+    ) {
+        match &mut self.queue {
+            Queue::Subscribing { waiting } => waiting.push(Publish {
+                queue: queue.to_string(),
+                body,
+                then,
+            }),
+            _ => effects.publish(queue, body, &self.session.client_id, then),
+        }
+    }
+
+    /// A publish was confirmed by the broker, or failed.
+    pub fn on_published(
+        &mut self,
+        then: Then,
+        result: Result<(), RabbitError>,
+        effects: &mut impl Effects<D>,
+    ) {
+        match (then, result) {
+            (
+                Then::Request {
+                    send_ack: true,
+                    message_id,
+                    ..
+                },
+                Ok(()),
+            ) if !self.is_disposed() => {
+                effects.emit(events::ACK, message_id.as_ref().unwrap_or(&Value::Null));
+            }
+            (
+                Then::Request {
+                    event, message_id, ..
+                },
+                Err(e),
+            ) if !self.is_disposed() => {
+                tracing::warn!(client = %self.session.client_id, event, "request not delivered: {e}");
+                self.warn(
+                    effects,
+                    &event,
+                    &ClientError::Rabbit(e),
+                    message_id.as_ref(),
+                );
+            }
+            (_, Err(e)) => {
+                tracing::warn!(client = %self.session.client_id, "cannot send to the backend: {e}");
+            }
+            _ => {}
+        }
     }
 
     // ----- the client queue -----
 
-    /// One task per client queue, idle nearly all its life: the rare work is boxed, so that the
-    /// task itself stays small (inlined, the futures of a delivery and a disposal made it 4 KB).
-    async fn consume(self: Arc<Client>, channel: Arc<Channel>, mut consumer: Consumer) {
-        while let Some(delivery) = consumer.next().await {
-            let delivery = match delivery {
-                Ok(delivery) => delivery,
-                Err(e) => {
-                    tracing::warn!(sid = %self.socket.id, "client queue failed: {e}");
-                    break;
-                }
-            };
-            let Delivery {
-                delivery_tag, data, ..
-            } = delivery;
-            let delivery = Unsettled::new(channel.clone(), delivery_tag);
-            if self.state().disposed {
-                Box::pin(requeue(delivery)).await;
-                continue;
-            }
-            Box::pin(self.on_delivery(delivery, &data)).await;
+    /// A message from the client queue.
+    pub fn on_delivery(
+        &mut self,
+        ctx: &Context<'_>,
+        delivery: D,
+        body: Vec<u8>,
+        effects: &mut impl Effects<D>,
+    ) {
+        if self.is_disposed() {
+            return effects.settle(delivery, Settle::Requeue);
         }
-        tracing::debug!(sid = %self.socket.id, "client queue consumer ended");
-        // The queue was deleted or its channel closed: the client cannot get answers any more.
-        if !self.state().disposed {
-            tracing::warn!(sid = %self.socket.id, "client queue gone: disposing the client");
-            Box::pin(self.dispose("client queue closed")).await;
-            let _ = self.socket.clone().disconnect();
-        }
-    }
-
-    async fn on_delivery(self: &Arc<Client>, delivery: Unsettled, data: &[u8]) {
-        let message: Value = match serde_json::from_slice(data) {
-            Ok(Value::Object(map)) => Value::Object(map),
+        let message = match serde_json::from_slice(&body) {
+            Ok(Value::Object(map)) => map,
             _ => {
-                tracing::warn!(sid = %self.socket.id, "dropping a client-queue message that is not a JSON object");
-                let _ = delivery.settle(Settle::Discard).await;
-                return;
+                tracing::warn!(client = %self.session.client_id, "dropping a client-queue message that is not a JSON object");
+                return effects.settle(delivery, Settle::Discard);
             }
         };
         if is_eol(&message) {
-            let target = message.get("clientId").and_then(Value::as_str);
-            let own = self.client_id();
-            let _ = delivery.settle(Settle::Ack).await;
-            if target.is_none_or(|t| t == own) {
-                tracing::info!(sid = %self.socket.id, client = %own, "EOL: disposing the client");
-                self.dispose("EOL").await;
-                let _ = self.socket.clone().disconnect();
-            } else {
-                tracing::debug!(sid = %self.socket.id, "EOL for another client ignored");
-            }
-            return;
-        }
-        self.inspect(&message).await;
-        self.emit(events::PUSH, &message);
-        let Some(id) = message.get("correspondingMessageId").and_then(message_id) else {
-            if let Err(e) = delivery.settle(Settle::Ack).await {
-                tracing::warn!(sid = %self.socket.id, "cannot ack a delivery: {e}");
-            }
-            return;
-        };
-        let resend_at = Instant::now() + self.resend_interval();
-        let (old, start, wake) = {
-            let mut state = self.state();
-            let pending = Pending {
-                delivery,
-                message,
-                resend_at,
-            };
-            let old = state.pending.insert(id, pending);
-            match state.resend_wake {
-                None => {
-                    state.resend_wake = Some(resend_at);
-                    (old, true, false)
-                }
-                Some(at) => (old, false, resend_at < at),
-            }
-        };
-        if start {
-            tokio::spawn(self.clone().resend());
-        } else if wake {
-            self.resend_changed.notify_one();
-        }
-        if let Some(old) = old {
-            // The same message id again (a redelivery): the newer delivery replaces it.
-            let _ = old.delivery.settle(Settle::Ack).await;
-        }
-    }
-
-    fn resend_interval(&self) -> Duration {
-        let ms = self.shared.resend_interval_ms.load(Ordering::Relaxed);
-        Duration::from_millis(ms.max(1))
-    }
-
-    /// Re-sends each unacked push every resend interval until the client acks it. One loop per
-    /// client while it has pushes pending, rather than a timer task per push: a push acked
-    /// within the interval (nearly all of them) then costs no task spawn, abort or timer. The
-    /// loop ends when nothing is pending at its wake-up, or at disposal.
-    async fn resend(self: Arc<Client>) {
-        loop {
-            let wake = {
-                let mut state = self.state();
-                let now = Instant::now();
-                let interval = self.resend_interval();
-                let mut next: Option<Instant> = None;
-                if !state.disposed {
-                    for pending in state.pending.values_mut() {
-                        if pending.resend_at <= now {
-                            tracing::debug!(sid = %self.socket.id, "re-sending an unacked push");
-                            self.emit(events::PUSH, &pending.message);
-                            pending.resend_at = now + interval;
-                        }
-                        next = Some(next.map_or(pending.resend_at, |n| n.min(pending.resend_at)));
-                    }
-                }
-                state.resend_wake = next;
-                match next {
-                    Some(next) => next,
-                    None => return,
-                }
-            };
-            tokio::select! {
-                () = tokio::time::sleep_until(wake) => {}
-                () = self.resend_changed.notified() => {}
-            }
-        }
-    }
-
-    /// Logs the session in or out from what the backend answered.
-    async fn inspect(self: &Arc<Client>, message: &Value) {
-        let cn = message.get("cn").and_then(Value::as_str).unwrap_or("");
-        let short = cn.rsplit('.').next().unwrap_or(cn);
-        if short.ends_with("UserToken")
-            || (short.starts_with("Authenticate") && short.ends_with("Response"))
-        {
-            let token_obj = match message.get("result") {
-                Some(result @ Value::Object(_)) => result,
-                _ => message,
-            };
-            let user_id = token_obj
-                .get("user")
-                .and_then(|u| u.get("ID").or_else(|| u.get("id")))
-                .and_then(message_id);
-            let token = token_obj.get("token").and_then(message_id);
-            let (Some(user_id), Some(token)) = (user_id, token) else {
-                tracing::debug!(sid = %self.socket.id, cn, "authentication answer without user and token");
+            effects.settle(delivery, Settle::Ack);
+            let target = message.get("clientId").and_then(text);
+            if target.is_some_and(|t| t != self.session.client_id) {
+                tracing::debug!(client = %self.session.client_id, "EOL for another client ignored");
                 return;
-            };
-            let (reconnect, previous) = {
-                let mut state = self.state();
-                let previous = state.session.user_id.replace(user_id.clone());
-                state.session.token = Some(token);
-                state.session.device_id = token_obj
-                    .get("deviceId")
-                    .and_then(message_id)
-                    .or(state.session.device_id.take());
-                (state.session.existing_client_id.is_some(), previous)
-            };
-            tracing::info!(sid = %self.socket.id, "client logged in");
-            if let Some(previous) = previous.filter(|p| *p != user_id) {
-                self.socket.leave(adapter::user_room(&previous));
             }
-            self.join_user_room();
-            let (queue, cn) = if reconnect {
-                (events::RECONNECT_QUEUE, events::RECONNECT_REQUEST)
-            } else {
-                (events::CONNECT_QUEUE, events::CONNECT_REQUEST)
-            };
-            let request = self.agent_request(cn);
-            self.publish_internal(queue, &request).await;
-            self.send_session();
-        } else if (short == "ConnectResponse" || short == "ReconnectResponse")
-            && message.get("clientId").is_none_or(Value::is_null)
-        {
-            tracing::info!(sid = %self.socket.id, cn, "no clientId in the answer: logging out");
-            self.log_out();
+            tracing::info!(client = %self.session.client_id, "EOL: disposing the client");
+            self.dispose(effects);
+            return effects.close(Close::EndOfLife);
         }
+        self.inspect(&message, effects);
+        self.send_session(ctx, effects);
+        match message.get("correspondingMessageId").and_then(text) {
+            None => effects.push(&body, Some(delivery)),
+            Some(id) => {
+                effects.push(&body, None);
+                let pending = Pending {
+                    delivery,
+                    body,
+                    resend_at: ctx.now + ctx.resend_interval,
+                };
+                if let Some(older) = self.pending.insert(id, pending) {
+                    // The same message again (a redelivery): the newer one replaces it.
+                    effects.settle(older.delivery, Settle::Ack);
+                }
+            }
+        }
+    }
+
+    /// Sends again every unacked push that is due.
+    pub fn on_resend_due(&mut self, ctx: &Context<'_>, effects: &mut impl Effects<D>) {
+        for pending in self.pending.values_mut() {
+            if pending.resend_at <= ctx.now {
+                tracing::debug!(client = %self.session.client_id, "re-sending an unacked push");
+                effects.push(&pending.body, None);
+                pending.resend_at = ctx.now + ctx.resend_interval;
+            }
+        }
+    }
+
+    /// The broker cancelled the consumer (the queue was deleted): no answers can reach the
+    /// client any more.
+    pub fn on_queue_gone(&mut self, effects: &mut impl Effects<D>) {
+        if !self.is_disposed() {
+            tracing::warn!(client = %self.session.client_id, "client queue gone: disposing the client");
+            self.dispose(effects);
+            effects.close(Close::QueueGone);
+        }
+    }
+
+    /// Logs the session in or out from what the backend answered, by the relative class name as
+    /// the original's `processResponse` does.
+    fn inspect(&mut self, message: &Map<String, Value>, effects: &mut impl Effects<D>) {
+        let Some(cn) = message.get("cn").and_then(Value::as_str) else {
+            return;
+        };
+        match cn.rsplit('.').next().unwrap_or(cn) {
+            "UserToken" => self.log_in(Some(message), effects),
+            "AuthenticateUserAccountResponse"
+            | "AuthenticateOAuthCodeResponse"
+            | "AuthenticateOAuthAccessTokenResponse"
+            | "AuthenticationResponse" => {
+                let token = message.get("result").and_then(Value::as_object);
+                self.log_in(token, effects);
+            }
+            "ConnectResponse" if !message.get("clientId").is_some_and(truthy) => {
+                tracing::info!(client = %self.session.client_id, "no clientId in the ConnectResponse: logging out");
+                self.log_out(effects);
+            }
+            "ReconnectResponse" => {
+                if !message.get("clientId").is_some_and(truthy) {
+                    tracing::info!(client = %self.session.client_id, "no clientId in the ReconnectResponse: logging out");
+                    self.log_out(effects);
+                }
+                self.session.existing_client_id = None;
+                self.dirty = true;
+            }
+            _ => {}
+        }
+    }
+
+    /// Takes the user, token and device from a UserToken (`token`), then, if the session is
+    /// logged in, tells the backend: a ReconnectRequest if it took over an older client, else a
+    /// ConnectRequest. As the original, a user without a token logs in, and an answer without a
+    /// user still re-announces a session that was logged in already.
+    fn log_in(&mut self, token: Option<&Map<String, Value>>, effects: &mut impl Effects<D>) {
+        if let Some(token) = token
+            && let Some(user) = token.get("user").and_then(Value::as_object)
+        {
+            let previous = self.session.user_id.clone();
+            match user.get("ID").or_else(|| user.get("id")) {
+                Some(id) => self.session.user_id = text(id),
+                None => {
+                    tracing::error!(client = %self.session.client_id, "invalid user in the authentication answer")
+                }
+            }
+            self.session.token = token.get("token").and_then(text);
+            self.session.device_id = token.get("deviceId").and_then(text);
+            self.dirty = true;
+            self.known_to_backend |= self.session.logged_in();
+            if previous != self.session.user_id {
+                if let Some(previous) = &previous {
+                    effects.leave_user(previous);
+                }
+                if let Some(user) = &self.session.user_id {
+                    effects.join_user(user);
+                }
+            }
+        }
+        if !self.session.logged_in() {
+            return;
+        }
+        tracing::info!(client = %self.session.client_id, "client logged in");
+        let (queue, cn, existing) = match &self.session.existing_client_id {
+            Some(existing) if *existing != self.session.client_id => (
+                events::RECONNECT_QUEUE,
+                events::RECONNECT_REQUEST,
+                Existing::Include,
+            ),
+            _ => (
+                events::CONNECT_QUEUE,
+                events::CONNECT_REQUEST,
+                Existing::Omit,
+            ),
+        };
+        let body = self.agent_request(cn, existing);
+        self.send_to_agent(queue, body, Then::Internal, effects);
+    }
+
+    fn log_out(&mut self, effects: &mut impl Effects<D>) {
+        if let Some(user) = self.session.user_id.take() {
+            effects.leave_user(&user);
+        }
+        self.session.log_out();
+        self.dirty = true;
     }
 
     // ----- disposal -----
 
-    /// Once: stops consuming, gives unacked pushes back to RabbitMQ, tells the `disconnect` agent.
-    pub async fn dispose(&self, why: &str) {
-        let (subscriptions, pending, request) = {
-            let mut state = self.state();
-            if std::mem::replace(&mut state.disposed, true) {
-                return;
-            }
-            let request = state
-                .connected
-                .then(|| agent_request_of(&state.session, events::DISCONNECT_REQUEST));
-            (
-                std::mem::take(&mut state.subscriptions),
-                std::mem::take(&mut state.pending),
-                request,
-            )
-        };
-        tracing::debug!(sid = %self.socket.id, why, "disposing the client");
-        for (channel, tag) in &subscriptions {
-            if let Err(e) = Rabbit::unsubscribe(channel, tag).await {
-                tracing::debug!(tag, "cannot cancel the consumer: {e}");
-            }
-        }
-        // The resend loop finds the client disposed and ends (and lets the client go).
-        self.resend_changed.notify_one();
-        for pending in pending.into_values() {
-            requeue(pending.delivery).await;
-        }
-        if let Some(request) = request {
-            self.publish_internal(events::DISCONNECT_QUEUE, &request)
-                .await;
+    /// Once: stops consuming, gives unacked pushes back to RabbitMQ, tells the `disconnect`
+    /// agent (if the client ever connected). The socket is closed, or closes, by the caller.
+    pub fn dispose(&mut self, effects: &mut impl Effects<D>) {
+        let connected = self.connected();
+        if self.finish(effects) && connected {
+            self.send_disconnect_request(effects);
         }
     }
 
-    fn agent_request(&self, cn: &str) -> Value {
-        agent_request_of(&self.state().session, cn)
-    }
-
-    /// Publishes a message of the gateway's own (no client to tell if it fails).
-    async fn publish_internal(&self, queue: &str, request: &Value) {
-        let client_id = self.client_id();
-        if let Err(e) = self
-            .shared
-            .rabbit
-            .publish(queue, request.to_string().as_bytes(), Some(&client_id))
-            .await
-        {
-            tracing::warn!(sid = %self.socket.id, queue, "cannot send to the agent: {e}");
-        }
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        // A client that is never freed keeps its socket (and its buffers) alive: tests wait for
-        // this line.
-        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
-        tracing::debug!(sid = %self.socket.id, client = %state.session.client_id, "client freed");
-    }
-}
-
-fn agent_request_of(session: &Session, cn: &str) -> Value {
-    let mut map = Map::new();
-    map.insert("cn".into(), cn.into());
-    map.insert("clientId".into(), session.client_id.clone().into());
-    map.insert("userId".into(), session.user_id.clone().into());
-    map.insert("token".into(), session.token.clone().into());
-    map.insert("deviceId".into(), session.device_id.clone().into());
-    if let Some(existing) = &session.existing_client_id {
-        map.insert("existingClientId".into(), existing.clone().into());
-        map.insert(
-            "existingClientIds".into(),
-            session.existing_client_ids.clone().into(),
+    /// The sync DisconnectRequest, with the user if logged in (Percero hibernates the client).
+    fn send_disconnect_request(&self, effects: &mut impl Effects<D>) {
+        let body = self.agent_request(events::DISCONNECT_REQUEST, Existing::Omit);
+        effects.publish(
+            events::DISCONNECT_QUEUE,
+            body,
+            &self.session.client_id,
+            Then::Internal,
         );
     }
-    Value::Object(map)
-}
 
-async fn requeue(delivery: Unsettled) {
-    if let Err(e) = delivery.settle(Settle::Requeue).await {
-        tracing::debug!("cannot give a delivery back: {e}");
+    /// `connect` (or `reconnect`) received, and not disposed since.
+    fn connected(&self) -> bool {
+        matches!(self.queue, Queue::Subscribing { .. } | Queue::Subscribed)
+    }
+
+    /// Marks the client disposed (false if it was already), stops its consumer and requeues
+    /// what it has not acked.
+    fn finish(&mut self, effects: &mut impl Effects<D>) -> bool {
+        match std::mem::replace(&mut self.queue, Queue::Disposed) {
+            Queue::Disposed => return false,
+            Queue::None => {}
+            Queue::Subscribing { .. } | Queue::Subscribed => {
+                effects.unsubscribe(if self.known_to_backend {
+                    AfterCancel::Keep
+                } else {
+                    AfterCancel::Delete
+                })
+            }
+        }
+        if self.warnings.suppressed() > 0 {
+            tracing::warn!(client = %self.session.client_id, suppressed = self.warnings.suppressed(), "more warnings about this client were left out of the log");
+        }
+        for (_, pending) in self.pending.drain() {
+            effects.settle(pending.delivery, Settle::Requeue);
+        }
+        true
+    }
+
+    /// One of the gateway's own requests: the class name and the session's fields that are set,
+    /// as the original's `session.populateMessage` (fields that are not set are left out, as
+    /// `JSON.stringify` leaves out `undefined`); the older client ids only where the backend's
+    /// class has them (ReconnectRequest: Percero decodes strictly, and no other request class
+    /// has those fields).
+    fn agent_request(&self, cn: &str, existing: Existing) -> Vec<u8> {
+        let s = &self.session;
+        let include = matches!(existing, Existing::Include);
+        let request = AgentRequest {
+            cn,
+            client_id: &s.client_id,
+            existing_client_id: s.existing_client_id.as_deref().filter(|_| include),
+            existing_client_ids: Some(s.existing_client_ids.as_slice())
+                .filter(|ids| include && !ids.is_empty()),
+            device_id: s.device_id.as_deref(),
+            token: s.token.as_deref(),
+            user_id: s.user_id.as_deref(),
+        };
+        // Plain strings: serializing cannot fail.
+        serde_json::to_vec(&request).unwrap_or_default()
     }
 }
 
-fn is_eol(message: &Value) -> bool {
+/// Whether a gateway request carries the older client ids.
+#[derive(Clone, Copy)]
+enum Existing {
+    Include,
+    Omit,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AgentRequest<'a> {
+    cn: &'a str,
+    client_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    existing_client_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    existing_client_ids: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<&'a str>,
+}
+
+fn encode(value: &Value) -> Vec<u8> {
+    // A `Value` always serializes.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn is_eol(message: &Map<String, Value>) -> bool {
     message.get("EOL").is_some_and(truthy)
         || message
             .get("cn")
@@ -590,14 +842,18 @@ fn is_eol(message: &Value) -> bool {
             .is_some_and(|cn| cn == "EOL" || cn.ends_with(".EOL"))
 }
 
+/// JavaScript's truthiness of a JSON value.
 fn truthy(v: &Value) -> bool {
-    !matches!(v, Value::Null | Value::Bool(false))
-        && v.as_str() != Some("")
-        && v.as_f64() != Some(0.0)
+    match v {
+        Value::Null | Value::Bool(false) => false,
+        Value::String(s) => !s.is_empty(),
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        _ => true,
+    }
 }
 
-/// A message id (string or number) as text.
-fn message_id(v: &Value) -> Option<String> {
+/// A string or number as text (ids and tokens come as either); anything else is no value.
+fn text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -605,13 +861,5 @@ fn message_id(v: &Value) -> Option<String> {
     }
 }
 
-fn error_code(error: &ClientError) -> &'static str {
-    match error {
-        ClientError::NotConnected(_) => "notConnected",
-        ClientError::NotLoggedIn(_) => "notLoggedIn",
-        ClientError::Malformed(_) => "malformed",
-        ClientError::UnknownEvent(_) => "unknownEvent",
-        ClientError::Rabbit(RabbitError::Unroutable { .. }) => "unroutable",
-        ClientError::Rabbit(_) => "unavailable",
-    }
-}
+#[cfg(test)]
+mod tests;

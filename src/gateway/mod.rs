@@ -1,29 +1,44 @@
-//! The socket.io <-> RabbitMQ gateway inside a worker.
+//! The ActiveStack gateway inside a worker: every client connection <-> the backend's agent
+//! queues on RabbitMQ.
 //!
-//! socket.io (protocols v5 and v4) is served at `/socket.io/` on the worker's router, websocket
-//! transport only: HTTP long-polling would need sticky sessions across the workers that share the
-//! listen socket. Each socket is a [`client::Client`] with a signed [`session::Session`]; requests
-//! go to agent queues on the default exchange, answers come back on the client's own queue and
-//! are pushed to the socket, re-sent until the client acks them.
+//! - [`client`]: one ActiveStack client's logic (session, client queue, unacked pushes, login
+//!   rules, disposal), whatever carries its events; [`session`] its signed reconnect key,
+//!   [`events`] the event and queue names.
+//! - [`framing`]: the ways its events travel: socket.io v4/v5 over engine.io, socket.io 0.9.
+//! - [`connection`]: one task per connection, driving a framing and a client over a websocket.
+//! - [`handshake`]: the HTTP side: websocket upgrades for each framing, the socket.io 0.9
+//!   handshake.
+//! - [`rabbit`]: the worker's RabbitMQ connection; [`fanout`]: pushes across workers (Redis).
+//! - [`wire`]: the protocols' codecs (no I/O).
+//!
+//! Transports are websocket only, as the Node gateway's: HTTP long-polling would need sticky
+//! sessions across the workers that share the listen socket.
 
-pub mod adapter;
 pub mod client;
+pub mod connection;
 pub mod events;
+pub mod fanout;
+pub mod framing;
+pub mod handshake;
+pub mod limits;
 pub mod rabbit;
 pub mod session;
+pub mod wire;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use serde_json::Value;
-use socketioxide::extract::{Event, TryData};
-use socketioxide::{SocketIo, TransportType};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
-use crate::config::Config;
-use adapter::{Adapter, SocketRef};
-use client::Client;
+use crate::config::{Config, SocketIoConfig};
+use fanout::{Fanout, Registry};
 use rabbit::{Rabbit, RabbitError};
+
+/// The `maxPayload` an engine.io open packet advertises (clients do not send more per
+/// message than this; the server's real limit is `frontend.maxMessageSize`).
+pub const MAX_PAYLOAD_ADVERTISED: u64 = 1_000_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -38,19 +53,9 @@ pub enum GatewayError {
         #[source]
         source: RabbitError,
     },
-    #[error("cannot set up the socket.io Redis adapter")]
-    Adapter(#[source] crate::console::ChannelError),
-    #[error("the socket.io Redis adapter did not start: {0}")]
-    AdapterInit(String),
+    #[error("cannot set up the Redis push channel")]
+    Fanout(#[source] crate::console::ChannelError),
 }
-
-/// Each websocket's read buffer, allocated up front and kept for the socket's life. Client
-/// messages are small; a larger one grows the buffer to its size and takes more reads of this
-/// size. The default (4 KiB) was an eighth of an idle client's memory.
-const WS_READ_BUFFER: usize = 1024;
-
-/// A socket.io layer of this gateway (its rooms span the cluster through Redis).
-pub type SocketIoLayer = socketioxide::layer::SocketIoLayer<Adapter>;
 
 /// Where a push from the console goes.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -61,24 +66,41 @@ pub enum Audience {
     User(String),
 }
 
-/// What every client of this worker shares.
+/// What every connection of this worker shares.
 pub struct Shared {
-    rabbit: Rabbit,
+    rabbit: Arc<Rabbit>,
     secret: Vec<u8>,
     resend_interval_ms: AtomicU64,
+    /// Connections running.
     clients: AtomicU64,
-    /// Notified whenever a client leaves.
-    left: tokio::sync::Notify,
+    /// Notified whenever a connection ends.
+    left: Notify,
+    registry: Arc<Registry>,
+    /// Flipped to `true` when the worker drains: every connection closes.
+    draining: watch::Sender<bool>,
+    /// `frontend.maxMessageSize`: the longest websocket message a client may send.
+    max_message: usize,
+    /// Per-client limits.
+    limits: client::Limits,
+    /// `gateway.rabbitmq.maxQueueDeclaresPerSecond`, for the whole worker.
+    declares: Arc<limits::SharedRate>,
+    socketio: SocketIoConfig,
+}
+
+impl Shared {
+    fn resend_interval(&self) -> Duration {
+        Duration::from_millis(self.resend_interval_ms.load(Ordering::Relaxed).max(1))
+    }
 }
 
 pub struct Gateway {
-    io: SocketIo<Adapter>,
-    layer: SocketIoLayer,
     shared: Arc<Shared>,
+    fanout: Fanout,
 }
 
 impl Gateway {
-    /// Connects to RabbitMQ and sets socket.io up. Clients are served once the layer is mounted.
+    /// Connects to RabbitMQ and starts listening for pushes. Clients are served once
+    /// [`Gateway::handshakes`] is mounted.
     pub async fn start(config: &Config, name: &str) -> Result<Gateway, GatewayError> {
         let secret = match config.frontend.session_secret.as_deref() {
             Some(s) if !s.is_empty() => s.as_bytes().to_vec(),
@@ -92,59 +114,47 @@ impl Gateway {
                 port: rabbit_config.port,
                 source,
             })?;
+        let registry = Arc::new(Registry::default());
+        let fanout =
+            Fanout::start(&config.gateway.redis, registry.clone()).map_err(GatewayError::Fanout)?;
         let shared = Arc::new(Shared {
-            rabbit,
+            rabbit: Arc::new(rabbit),
             secret,
             resend_interval_ms: AtomicU64::new(
                 config.frontend.client_message_resend_interval.as_millis() as u64,
             ),
             clients: AtomicU64::new(0),
-            left: tokio::sync::Notify::new(),
+            left: Notify::new(),
+            registry,
+            draining: watch::Sender::new(false),
+            max_message: config.frontend.max_message_size,
+            limits: client::Limits {
+                requests_per_second: config.frontend.max_requests_per_second,
+            },
+            declares: Arc::new(limits::SharedRate::new(
+                config.gateway.rabbitmq.max_queue_declares_per_second,
+            )),
+            socketio: config.gateway.socketio.clone(),
         });
-        let socketio = &config.gateway.socketio;
-        let adapter = adapter::constructor(&config.gateway.redis).map_err(GatewayError::Adapter)?;
-        let (layer, io) = SocketIo::builder()
-            .ping_interval(socketio.interval)
-            .ping_timeout(socketio.timeout)
-            .transports([TransportType::Websocket])
-            .ws_read_buffer_size(WS_READ_BUFFER)
-            .with_adapter::<Adapter>(adapter)
-            .build_layer();
-        let ns_shared = shared.clone();
-        io.ns("/", async move |socket: SocketRef| {
-            on_connection(socket, ns_shared.clone());
-        })
-        .await
-        .map_err(|e| GatewayError::AdapterInit(e.to_string()))?;
-        Ok(Gateway { io, layer, shared })
+        Ok(Gateway { shared, fanout })
     }
 
-    /// The tower layer to mount on the worker's router (it answers `/socket.io/`).
-    pub fn layer(&self) -> SocketIoLayer {
-        self.layer.clone()
+    /// The HTTP side, for the worker's server: it answers `/socket.io/`.
+    pub fn handshakes(&self) -> handshake::Handshakes {
+        handshake::Handshakes::new(self.shared.clone())
     }
 
-    /// Emits `push` with `data` to `audience` on every worker (through the Redis adapter).
+    /// Emits `push` with `data` to `audience` on every worker (through Redis).
     pub fn push(
         &self,
         audience: Audience,
         data: Value,
     ) -> impl Future<Output = Result<(), String>> + Send + 'static {
-        let io = self.io.clone();
-        async move {
-            let sent = match audience {
-                Audience::All => io.emit(events::PUSH, &data).await,
-                Audience::User(user) => {
-                    io.to(adapter::user_room(&user))
-                        .emit(events::PUSH, &data)
-                        .await
-                }
-            };
-            sent.map_err(|e| e.to_string())
-        }
+        let push = self.fanout.push(audience, data);
+        async move { push.await.map_err(|e| crate::logging::error_chain(&e)) }
     }
 
-    /// Connected socket.io clients.
+    /// Connected clients.
     pub fn clients(&self) -> u64 {
         self.shared.clients.load(Ordering::Relaxed)
     }
@@ -156,7 +166,14 @@ impl Gateway {
             .store(ms.max(1), Ordering::Relaxed);
     }
 
-    /// Resolves once no socket.io client is connected (a drain waits for it).
+    /// Closes every connection (a transport close, so that clients reconnect by themselves to
+    /// another worker): each tells the backend its client is gone and gives its unacked pushes
+    /// back first.
+    pub fn drain(&self) {
+        self.shared.draining.send_replace(true);
+    }
+
+    /// Resolves once no client is connected.
     pub fn idle(&self) -> impl Future<Output = ()> + 'static {
         let shared = self.shared.clone();
         async move {
@@ -175,45 +192,16 @@ impl Gateway {
         self.shared.rabbit.lost()
     }
 
-    /// Disconnects every client (their unacked pushes go back to RabbitMQ) and closes RabbitMQ.
+    /// Drains what is left (bounded by the connections' linger) and closes RabbitMQ.
     pub async fn close(&self) {
-        // Local only: through the Redis adapter a plain `disconnect` would reach every worker.
-        if let Err(e) = self.io.local().disconnect().await {
-            tracing::debug!("disconnecting the socket.io clients: {e}");
+        self.drain();
+        let bound = connection::LINGER + Duration::from_secs(1);
+        if tokio::time::timeout(bound, self.idle()).await.is_err() {
+            tracing::warn!(
+                clients = self.clients(),
+                "closing RabbitMQ with connections still finishing"
+            );
         }
-        self.shared.rabbit.close().await;
+        self.shared.rabbit.close(Duration::from_secs(2)).await;
     }
-}
-
-fn on_connection(socket: SocketRef, shared: Arc<Shared>) {
-    shared.clients.fetch_add(1, Ordering::Relaxed);
-    let client = Client::new(socket.clone(), shared.clone());
-    tracing::debug!(sid = %socket.id, protocol = ?socket.protocol(), "socket.io client connected");
-
-    // The client holds its socket, and the socket its handlers: handlers holding the client
-    // would make a cycle that outlives the connection (socket.io drops only the disconnect
-    // handler when a socket closes). So the event handlers hold it weakly, and only the
-    // disconnect handler, dropped once it has run, holds it strongly.
-    let c = Arc::downgrade(&client);
-    socket.on("message", async move |TryData(data): TryData<Value>| {
-        let Some(c) = c.upgrade() else { return };
-        match data {
-            Ok(data) => c.on_message(data).await,
-            Err(e) => tracing::warn!("unreadable message event: {e}"),
-        }
-    });
-    let c = Arc::downgrade(&client);
-    socket.on_fallback(
-        async move |Event(event): Event, TryData(data): TryData<Value>| {
-            let Some(c) = c.upgrade() else { return };
-            c.on_request(&event, data.ok()).await;
-        },
-    );
-    let c = client;
-    socket.on_disconnect(async move |socket: SocketRef| {
-        tracing::debug!(sid = %socket.id, "socket.io client disconnected");
-        c.dispose("disconnected").await;
-        shared.clients.fetch_sub(1, Ordering::Relaxed);
-        shared.left.notify_waiters();
-    });
 }

@@ -33,19 +33,43 @@ pub enum SessionError {
 }
 
 /// One client's session: who it is and, once logged in, as whom.
+///
+/// The original copied ids from the backend's answers as they came, so its keys may hold numbers
+/// (a numeric `user.ID`) where ours hold strings: both are read, as text.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Session {
+    #[serde(deserialize_with = "text::required")]
     pub client_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "text::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub existing_client_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "text::list",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub existing_client_ids: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "text::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub device_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "text::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub token: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "text::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub user_id: Option<String>,
 }
 
@@ -67,8 +91,9 @@ impl Session {
         }
     }
 
+    /// As the original's `isLoggedIn`: a user id is enough (the backend checks the token).
     pub fn logged_in(&self) -> bool {
-        self.user_id.is_some() && self.token.is_some()
+        self.user_id.is_some()
     }
 
     /// Remembers `old` as this client's previous id (and all of its own previous ones).
@@ -141,6 +166,35 @@ impl Session {
             return Err(SessionError::Expired { age_s: age / 1000 });
         }
         Ok(saved.session)
+    }
+}
+
+/// Session fields written by the original as strings or numbers (or `null`), read as text.
+mod text {
+    use serde::{Deserialize, Deserializer};
+    use serde_json::Value;
+
+    fn of(value: Value) -> Option<String> {
+        match value {
+            Value::String(s) if !s.is_empty() => Some(s),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+
+    pub fn optional<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        Ok(of(Value::deserialize(d)?))
+    }
+
+    pub fn required<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        of(Value::deserialize(d)?).ok_or_else(|| serde::de::Error::custom("not a string or number"))
+    }
+
+    pub fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        Ok(match Value::deserialize(d)? {
+            Value::Array(items) => items.into_iter().filter_map(of).collect(),
+            _ => Vec::new(),
+        })
     }
 }
 
@@ -237,6 +291,21 @@ mod tests {
             Session::verify_at(&key, SECRET, NOW - 3_600_000),
             Err(SessionError::Future)
         );
+    }
+
+    /// The original copied `user.ID` as it came: a number stays a number in its keys.
+    #[test]
+    fn reads_numeric_ids_as_text() {
+        let data = B64.encode(
+            br#"{"clientId":"c1","userId":42,"token":7,"deviceId":null,"existingClientIds":[1,"b"],"savedAt":1764000000000}"#,
+        );
+        let sig = B64.encode(mac(SECRET, &data).finalize().into_bytes());
+        let session = Session::verify_at(&format!("{data};{sig}"), SECRET, NOW).unwrap();
+        assert_eq!(session.user_id.as_deref(), Some("42"));
+        assert_eq!(session.token.as_deref(), Some("7"));
+        assert_eq!(session.device_id, None);
+        assert_eq!(session.existing_client_ids, vec!["1", "b"]);
+        assert!(session.logged_in());
     }
 
     #[test]

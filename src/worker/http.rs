@@ -3,29 +3,30 @@
 //! gracefully on drain.
 //!
 //! Routes: `GET /health` -> `{"worker":<slot>,"pid":<pid>,"generation":<n>,"clients":<open>}`.
-//! The socket.io gateway ([`crate::gateway`]) is mounted beside it at `/socket.io/`.
+//! The gateway's handshakes ([`crate::gateway::handshake`]) answer `/socket.io/` first.
 
 use std::net::TcpStream as StdTcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::get;
+use futures_util::future::{Either, ready};
+use hyper::Request;
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::{Service, service_fn};
-use hyper::{Request, Uri};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 use tokio_rustls::TlsAcceptor;
 
+use crate::gateway::handshake::{Handshakes, Route};
 use crate::tls::HANDSHAKE_TIMEOUT;
 
 /// Who this worker is, as `/health` tells it.
@@ -58,15 +59,23 @@ struct Clients {
 
 pub struct HttpServer {
     router: Router,
+    /// The gateway's routes, once mounted.
+    gateway: Option<Handshakes>,
     /// With `frontend.ssl`: every connection does its TLS handshake before HTTP.
     tls: Option<TlsAcceptor>,
     clients: Arc<Clients>,
     /// Flipped to `true` to ask every connection to finish its request and close.
     closing: watch::Sender<bool>,
+    /// `frontend.headerTimeout`.
+    header_timeout: Duration,
 }
 
 impl HttpServer {
-    pub fn new(identity: Identity, tls: Option<TlsAcceptor>) -> HttpServer {
+    pub fn new(
+        identity: Identity,
+        tls: Option<TlsAcceptor>,
+        header_timeout: Duration,
+    ) -> HttpServer {
         let clients = Arc::new(Clients::default());
         let router = Router::new()
             .route("/health", get(health))
@@ -76,15 +85,17 @@ impl HttpServer {
             });
         HttpServer {
             router,
+            gateway: None,
             tls,
             clients,
             closing: watch::Sender::new(false),
+            header_timeout,
         }
     }
 
-    /// Mounts the socket.io gateway (it answers `/socket.io/`, passes the rest on).
-    pub fn mount(&mut self, layer: crate::gateway::SocketIoLayer) {
-        self.router = std::mem::replace(&mut self.router, Router::new()).layer(layer);
+    /// Mounts the gateway (it answers `/socket.io/`, the rest goes to the router).
+    pub fn mount(&mut self, gateway: Handshakes) {
+        self.gateway = Some(gateway);
     }
 
     /// Open connections right now.
@@ -109,16 +120,21 @@ impl HttpServer {
         // Counted from the accept: a connection still in its handshake is open, and a drain
         // waits for it like for any other.
         let guard = ClientGuard::new(self.clients.clone());
-        let router = TowerToHyperService::new(self.router.clone());
+        let routes = Routes {
+            router: TowerToHyperService::new(self.router.clone()),
+            gateway: self.gateway.clone(),
+            peer: stream.peer_addr().ok(),
+            header_timeout: self.header_timeout,
+        };
         let closing = self.closing.subscribe();
         let tls = self.tls.clone();
         tokio::spawn(async move {
+            let peer = routes.peer;
             let result = match tls {
-                None => serve_http(TokioIo::new(stream), router, closing).await,
+                None => serve_http(TokioIo::new(stream), routes, closing).await,
                 Some(tls) => {
-                    let peer = stream.peer_addr().ok();
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-                        Ok(Ok(stream)) => serve_http(TokioIo::new(stream), router, closing).await,
+                        Ok(Ok(stream)) => serve_http(TokioIo::new(stream), routes, closing).await,
                         Ok(Err(e)) => {
                             tracing::debug!(?peer, "TLS handshake failed: {e}");
                             Ok(())
@@ -154,26 +170,42 @@ impl HttpServer {
     }
 }
 
-/// Serves HTTP/1.1 (and upgrades: socket.io's websockets) on one connection until it ends, or
+/// Where one connection's requests go: the gateway's routes first, then the router.
+struct Routes {
+    router: TowerToHyperService<Router>,
+    gateway: Option<Handshakes>,
+    peer: Option<std::net::SocketAddr>,
+    header_timeout: Duration,
+}
+
+/// Serves HTTP/1.1 (and upgrades: the gateway's websockets) on one connection until it ends, or
 /// until a drain has let it finish its request.
 async fn serve_http<I>(
     io: I,
-    router: TowerToHyperService<Router>,
+    routes: Routes,
     mut closing: watch::Receiver<bool>,
 ) -> hyper::Result<()>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let header_timeout = routes.header_timeout;
     let (first_request, mut requested) = watch::channel(false);
     let service = service_fn(move |request: Request<Incoming>| {
         first_request.send_if_modified(|seen| !std::mem::replace(seen, true));
-        if request.headers().contains_key(header::UPGRADE) {
-            router.call(detach_head(request))
-        } else {
-            router.call(request)
-        }
+        let request = match &routes.gateway {
+            Some(gateway) => match gateway.route(request, routes.peer) {
+                Route::Answered(response) => return Either::Left(ready(Ok(response))),
+                Route::Other(request) => request,
+            },
+            None => request,
+        };
+        Either::Right(routes.router.call(request))
     });
+    // A connection that does not send a whole request head in time is closed: slowloris, and
+    // idle keep-alive connections (hyper's timer also runs while it waits for the next head).
     let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
         .serve_connection(io, service)
         .with_upgrades();
     tokio::pin!(conn);
@@ -192,38 +224,6 @@ where
             conn.await
         }
     }
-}
-
-/// The request with a head that owns its bytes. hyper parses the URI and header values as slices
-/// of the connection's read buffer (8 KiB at least), so whoever keeps the head keeps that whole
-/// buffer. socket.io keeps a websocket's request head for as long as the socket lives: copied,
-/// it costs the size of the head instead.
-fn detach_head<B>(request: Request<B>) -> Request<B> {
-    let (mut parts, body) = request.into_parts();
-    // All header values in one allocation, each value a slice of it.
-    let mut values = Vec::with_capacity(parts.headers.values().map(|v| v.len()).sum());
-    for value in parts.headers.values() {
-        values.extend_from_slice(value.as_bytes());
-    }
-    let values = Bytes::from(values);
-    let mut headers = HeaderMap::with_capacity(parts.headers.len());
-    let mut at = 0;
-    for (name, value) in &parts.headers {
-        let end = at + value.len();
-        // The bytes were a valid value already: the check cannot fail.
-        let mut copy =
-            HeaderValue::from_maybe_shared(values.slice(at..end)).unwrap_or_else(|_| value.clone());
-        copy.set_sensitive(value.is_sensitive());
-        headers.append(name.clone(), copy);
-        at = end;
-    }
-    parts.headers = headers;
-    if let Ok(uri) =
-        Uri::from_maybe_shared(Bytes::copy_from_slice(parts.uri.to_string().as_bytes()))
-    {
-        parts.uri = uri;
-    }
-    Request::from_parts(parts, body)
 }
 
 async fn health(State(state): State<AppState>) -> Json<Health> {
@@ -248,40 +248,5 @@ impl Drop for ClientGuard {
         if self.0.open.fetch_sub(1, Ordering::Relaxed) == 1 {
             self.0.gone.notify_waiters();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_detached_head_is_the_same_head() {
-        let mut request = Request::builder()
-            .uri("/socket.io/?EIO=4&transport=websocket")
-            .header(header::UPGRADE, "websocket")
-            .header("x-custom", "one")
-            .header("x-custom", "two")
-            .header(header::HOST, "example.com:8080")
-            .body(())
-            .unwrap();
-        let mut secret = HeaderValue::from_static("token");
-        secret.set_sensitive(true);
-        request.headers_mut().insert(header::COOKIE, secret);
-        request
-            .headers_mut()
-            .insert("x-empty", HeaderValue::from_static(""));
-        let (uri, headers) = (request.uri().clone(), request.headers().clone());
-
-        let detached = detach_head(request);
-        assert_eq!(detached.uri(), &uri);
-        assert_eq!(detached.headers(), &headers);
-        let all =
-            |h: &HeaderMap, name: &str| -> Vec<_> { h.get_all(name).iter().cloned().collect() };
-        assert_eq!(
-            all(detached.headers(), "x-custom"),
-            all(&headers, "x-custom")
-        );
-        assert!(detached.headers()[header::COOKIE].is_sensitive());
     }
 }

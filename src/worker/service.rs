@@ -139,6 +139,8 @@ pub struct GatewayService {
     /// The listen socket, until the worker accepts on it.
     listener: Option<TcpListener>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// `frontend.headerTimeout`.
+    header_timeout: Duration,
     generation: u64,
     serving: Option<Serving>,
     /// Outcomes of console pushes.
@@ -155,6 +157,7 @@ impl GatewayService {
         tls: Option<tokio_rustls::TlsAcceptor>,
         generation: u64,
     ) -> GatewayService {
+        let header_timeout = config.frontend.header_timeout;
         let start = async move {
             let start = start_gateway(&config, &name);
             match tokio::time::timeout(GATEWAY_START_TIMEOUT, start).await {
@@ -167,6 +170,7 @@ impl GatewayService {
             stage: Stage::Starting(Box::pin(start)),
             listener: Some(listener),
             tls,
+            header_timeout,
             generation,
             serving: None,
             pushed_tx,
@@ -188,8 +192,8 @@ impl GatewayService {
             pid: std::process::id(),
             generation: self.generation,
         };
-        let mut server = HttpServer::new(identity, self.tls.clone());
-        server.mount(gateway.layer());
+        let mut server = HttpServer::new(identity, self.tls.clone(), self.header_timeout);
+        server.mount(gateway.handshakes());
         let listener = self.listener.take().ok_or(WorkerError::NotStarted)?;
         let (acceptor, conns) = Acceptor::start(listener).map_err(WorkerError::Accept)?;
         self.serving = Some(Serving {
@@ -270,6 +274,8 @@ impl GatewayService {
         http + self.gateway().map_or(0, Gateway::clients)
     }
 
+    /// Stops accepting; HTTP connections finish their requests, the gateway closes its
+    /// clients' connections (they reconnect to other workers).
     fn drain(&mut self, timeout: Duration) -> u64 {
         let Some(serving) = &self.serving else {
             return 0;
@@ -279,7 +285,10 @@ impl GatewayService {
             "draining: no new connections"
         );
         serving.acceptor.stop();
-        serving.server.as_ref().map_or(0, HttpServer::clients)
+        if let Some(gateway) = self.gateway() {
+            gateway.drain();
+        }
+        self.clients()
     }
 
     fn set_resend_interval(&self, ms: u64) {

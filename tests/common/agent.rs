@@ -47,8 +47,18 @@ pub struct JsClient {
 impl JsClient {
     /// A client connected to the cluster; panics if it cannot connect within [`DEADLINE`].
     pub fn connect(cluster: &Cluster) -> JsClient {
+        Self::connect_with(cluster, json!({}))
+    }
+
+    /// Like [`JsClient::connect`], with more options of tests/e2e/client.js's `connect`
+    /// (`reconnection`, `resume`).
+    pub fn connect_with(cluster: &Cluster, options: Value) -> JsClient {
         let mut client = Self::spawn();
-        client.send(json!({"op": "connect", "url": format!("http://{}", cluster.addr())}));
+        let mut command = json!({"op": "connect", "url": format!("http://{}", cluster.addr())});
+        if let (Some(command), Value::Object(options)) = (command.as_object_mut(), options) {
+            command.extend(options);
+        }
+        client.send(command);
         client.wait("connect", |_| true);
         client
     }
@@ -103,6 +113,12 @@ impl JsClient {
 
     pub fn emit(&mut self, event: &str, data: Value) {
         self.send(json!({"op": "emit", "event": event, "data": data}));
+    }
+
+    /// Emits all `events` at once, one after the other without waiting.
+    pub fn emit_many(&mut self, events: &[(&str, Value)]) {
+        let events: Vec<Value> = events.iter().map(|(e, d)| json!([e, d])).collect();
+        self.send(json!({"op": "emit_many", "events": events}));
     }
 
     /// Takes the first received event (`{event, data}`) that satisfies `pred`, waiting until

@@ -3,6 +3,9 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod keys;
+pub mod percero;
+pub mod ws;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -39,6 +42,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     log: Arc<Mutex<Vec<String>>>,
+    /// Keys of FAST left out of the config file (see [`Cluster::start_unset`]).
+    unset: Vec<String>,
 }
 
 impl Cluster {
@@ -58,11 +63,24 @@ impl Cluster {
         cluster
     }
 
+    /// Starts a master with `FAST` less the keys in `unset` (their defaults apply), plus
+    /// `extra`, and waits until all workers are ready.
+    pub fn start_unset(unset: &[&str], extra: &str) -> Cluster {
+        let cluster = Self::launch_unset(Path::new(BIN), unset, extra, &[]);
+        cluster.wait_ready();
+        cluster
+    }
+
     /// Starts the master from `bin` without waiting for its workers.
     pub fn launch(bin: &Path, extra: &str, env: &[(&str, &str)]) -> Cluster {
+        Self::launch_unset(bin, &[], extra, env)
+    }
+
+    fn launch_unset(bin: &Path, unset: &[&str], extra: &str, env: &[(&str, &str)]) -> Cluster {
+        let unset: Vec<String> = unset.iter().map(|k| k.to_string()).collect();
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("gateway.properties");
-        write_config(&config, dir.path(), extra);
+        write_config(&config, dir.path(), &unset, extra);
         let mut command = Command::new(bin);
         command
             .arg("server")
@@ -89,12 +107,13 @@ impl Cluster {
             dir,
             config,
             log,
+            unset,
         }
     }
 
     /// Rewrites the config file (same FAST base, new extra keys).
     pub fn rewrite_config(&self, extra: &str) {
-        write_config(&self.config, self.dir.path(), extra);
+        write_config(&self.config, self.dir.path(), &self.unset, extra);
     }
 
     /// Writes `text` as the whole config file, as an operator's edit would.
@@ -210,10 +229,14 @@ impl Drop for Cluster {
     }
 }
 
-/// FAST, with the keys `extra` sets replaced by its values.
-fn write_config(path: &Path, dir: &Path, extra: &str) {
+/// FAST without the keys in `unset`, with the keys `extra` sets replaced by its values.
+fn write_config(path: &Path, dir: &Path, unset: &[String], extra: &str) {
     let key = |line: &str| line.split('=').next().unwrap_or("").trim().to_owned();
-    let overridden: Vec<String> = extra.lines().map(key).collect();
+    let overridden: Vec<String> = extra
+        .lines()
+        .map(key)
+        .chain(unset.iter().cloned())
+        .collect();
     let base: String = FAST
         .lines()
         .filter(|line| !overridden.contains(&key(line)))

@@ -154,7 +154,7 @@ impl ClusterState {
         }
     }
 
-    /// Hands a `push` to one ready gateway worker (the Redis adapter spreads it to the others).
+    /// Hands a `push` to one ready gateway worker (it publishes it to every worker over Redis).
     /// Returns the push id and the worker.
     fn push(&mut self, audience: Audience, data: serde_json::Value) -> Option<(u64, WorkerId)> {
         let worker = self
