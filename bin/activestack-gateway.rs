@@ -7,9 +7,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use activestack_gateway::config::{Config, Loaded, LogLevel, Origin, RelayConfig};
-use activestack_gateway::control;
 use activestack_gateway::logging::{self, Role};
 use activestack_gateway::output::{self, StdoutError};
+use activestack_gateway::status::{query_status, render_table};
 use activestack_gateway::supervisor;
 use activestack_gateway::tls::TlsFiles;
 use activestack_gateway::worker::{self, IPC_FD, LISTEN_FD, WorkerArgs};
@@ -114,7 +114,7 @@ fn main() -> ExitCode {
         Command::Status { config, json } => status(config.as_deref(), json),
         Command::Console { args } => {
             logging::init(Role::Cli, LogLevel::Warn);
-            activestack_gateway::gateway::console::run(args)
+            activestack_gateway::console::cli::run(args)
                 .map(|ok| {
                     if ok {
                         ExitCode::SUCCESS
@@ -251,11 +251,11 @@ fn status(path: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
     if let Some(e) = problems {
         eprintln!("warning: the config file has problems (the running master keeps its own):\n{e}");
     }
-    let report = control::query_status(&config.cluster.control_socket)?;
+    let report = query_status(&config.cluster.control_socket)?;
     if json {
         output::print(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
     } else {
-        output::print(&control::render_table(&report))?;
+        output::print(&render_table(&report))?;
     }
     Ok(ExitCode::SUCCESS)
 }

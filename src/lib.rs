@@ -2,16 +2,22 @@
 //!
 //! # Layout
 //! - [`config`]: `gateway.properties` -> typed, validated [`config::Config`].
-//! - [`supervisor`]: the master process: listen socket, worker processes, heartbeats, watchdog,
-//!   memory limits, restart backoff, SIGHUP reloads, the hot standby worker, systemd
-//!   notifications.
+//! - [`supervisor`]: the master process. `cluster` decides (a state machine: events in,
+//!   actions out, no I/O: slots, workers, the standby, heartbeats, watchdog, memory limits,
+//!   restart backoff, reloads, console verbs); `shell` carries it out (processes, sockets,
+//!   timers, signals as a stream, systemd notifications); beside them spawning, the listen
+//!   socket, the reload's file reads, the session secret.
 //! - [`ipc`]: the master <-> worker channel: message types and framing.
-//! - [`worker`]: the worker process: inherited listener, accept thread, HTTP, heartbeat answers,
-//!   standby and activation, drain.
+//! - [`worker`]: the worker process: one loop over its phases (starting, standby, serving,
+//!   draining) with one link to the master; inherited listener, accept thread, HTTP.
 //! - [`gateway`]: the gateway inside each worker: every client (socket.io v4/v5, socket.io 0.9)
 //!   <-> the backend's agent queues on RabbitMQ: the client logic, its framings, one task per
 //!   connection, the protocols' codecs, sessions, queues.
-//! - [`control`]: the master's local control socket and the `status` report.
+//! - [`console`]: the operator's console over the Redis control channel: command parsing and
+//!   bounds, the shutdown code, typed answers, the `console` command.
+//! - [`status`]: the status report (typed, shared by the master, the CLI and the tests) and the
+//!   master's status socket (`cluster.controlSocket`).
+//! - [`backoff`]: restart delays and doubling retry pauses.
 //! - [`logging`]: log lines that name their process (`master` / `worker[slot]`) and pid.
 //! - [`output`]: the command line's stdout, where a closed pipe is not a crash.
 //! - [`tls`]: TLS for clients (`frontend.ssl`): the key and certificate files, checked by the
@@ -20,14 +26,16 @@
 //! - [`realtime`]: Centrifugo-compatible delivery of the EVENTS stream to users (websocket,
 //!   SSE, server API), with history, recovery and presence in Redis.
 
+pub mod backoff;
 pub mod config;
-pub mod control;
+pub mod console;
 pub mod gateway;
 pub mod ipc;
 pub mod logging;
 pub mod output;
 pub mod realtime;
 pub mod relay;
+pub mod status;
 pub mod supervisor;
 pub mod tls;
 pub mod worker;

@@ -107,21 +107,9 @@ fn shutdown_needs_the_code_and_never_logs_it() {
     assert_eq!(answer["error"], "wrong shutdown code");
     cluster.wait_ready();
     // Through stdin this time, graceful with a timeout.
-    let mut child = Command::new(common::BIN)
-        .arg("console")
-        .arg(&cluster.config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("console");
-    writeln!(
-        child.stdin.as_mut().unwrap(),
-        "shutdown {CODE} graceful 1000\nquit"
-    )
-    .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("\"stopping\":\"graceful\""));
+    let (ok, answer) = console_stdin(&cluster, &format!("shutdown {CODE} graceful 1000"));
+    assert!(ok, "{answer}");
+    assert_eq!(answer["stopping"], "graceful");
     let status = cluster.wait_exit();
     assert!(status.success(), "{status:?}");
     assert_eq!(cluster.count_log(&[CODE]), 0);
@@ -136,4 +124,63 @@ fn the_master_runs_on_without_redis() {
     cluster.wait_ready();
     cluster.wait_log(&["Redis unreachable for pushes"]);
     assert!(common::health(cluster.addr()).is_ok());
+}
+
+/// Sends `line` through the console's stdin (a line longer than any argument may be).
+fn console_stdin(cluster: &Cluster, line: &str) -> (bool, Value) {
+    let mut child = Command::new(common::BIN)
+        .arg("console")
+        .arg(&cluster.config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("console");
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{line}\nquit").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let answer = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
+    (out.status.success(), answer)
+}
+
+/// A push over the 1 MiB frame limit of the master <-> worker channel is refused at the
+/// console, with the limit named; no worker is harmed (it used to lose its channel and exit).
+#[test]
+fn a_push_too_large_for_a_worker_is_refused_and_harms_no_worker() {
+    let cluster = start("");
+    let before = cluster.worker_pids();
+    let big = "x".repeat(1 << 20);
+    let (ok, answer) = console_stdin(&cluster, &format!(r#"push * {{"text":"{big}"}}"#));
+    assert!(!ok);
+    assert_eq!(answer["ok"], false, "{answer}");
+    let error = answer["error"].as_str().unwrap_or_default();
+    assert!(error.contains("1048576-byte limit"), "{error}");
+    // A push that fits still goes out, through the same workers.
+    let (ok, answer) = console(&cluster, r#"push * {"text":"small"}"#);
+    assert!(ok, "{answer}");
+    assert_eq!(cluster.worker_pids(), before);
+    assert_eq!(cluster.count_log(&["worker exited"]), 0);
+}
+
+/// Console numbers are bounded as the config's durations are (24 hours): a drain of years would
+/// keep old workers past every later reload.
+#[test]
+fn console_durations_over_24_hours_are_refused() {
+    let cluster = start("");
+    for command in [
+        "restart graceful 99999999999",
+        "restart immediate 86400001",
+        &format!("shutdown {CODE} graceful 86400001"),
+        "clientmessageresendinterval 86400001",
+    ] {
+        let (ok, answer) = console(&cluster, command);
+        assert!(!ok, "{command}: {answer}");
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert!(error.contains("24 hours"), "{command}: {error}");
+    }
+    let status = cluster.wait_ready();
+    assert_eq!(status["generation"], 1, "nothing was restarted");
+    let (ok, _) = console(&cluster, "restart graceful 86400000");
+    assert!(ok, "24 hours is allowed");
 }

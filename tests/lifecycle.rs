@@ -8,7 +8,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
-use common::{Cluster, alive, signal_pid, wait_for};
+use common::{Cluster, Install, alive, signal_pid, wait_for};
 use nix::sys::signal::Signal;
 
 #[test]
@@ -115,23 +115,61 @@ fn sd_notify_messages_arrive_in_order() {
     assert_eq!(cluster.wait_exit().code(), Some(0));
 }
 
+/// `WATCHDOG=1` goes to systemd while a worker is healthy, and stops when none is: here the
+/// only worker hangs and its replacements cannot start (a broken install).
 #[test]
 fn no_systemd_watchdog_ping_without_a_healthy_worker() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&path).unwrap();
-    let cluster = Cluster::start_with_env(
-        "cluster.workerCount=1\ncluster.workerTimeout=2000\ncluster.maxRestartBackoff=0",
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let install = Install::new();
+    let cluster = Cluster::start_from(
+        &install.bin,
+        "cluster.workerCount=1\ncluster.standbyWorkers=0",
         &[
             ("NOTIFY_SOCKET", path.to_str().unwrap()),
             ("WATCHDOG_USEC", "100000"),
         ],
     );
     let pid = cluster.worker_pids()[0];
+    wait_for("WATCHDOG=1 while the worker is healthy", || {
+        (recv(&socket) == "WATCHDOG=1").then_some(())
+    });
+
+    install.break_it();
     signal_pid(pid, Signal::SIGSTOP);
-    cluster.wait_log(&["no healthy worker: not petting the systemd watchdog"]);
-    signal_pid(pid, Signal::SIGCONT);
-    drop(socket);
+    cluster.wait_log(&[&format!("pid={pid}"), "did not answer heartbeats"]);
+    // What was sent until the hung worker was killed is read and put aside; from now on no
+    // worker is healthy.
+    let warned = cluster.count_log(&["no healthy worker: not petting the systemd watchdog"]);
+    drain(&socket);
+    wait_for(
+        "three systemd watchdog periods without a healthy worker",
+        || {
+            let now = cluster.count_log(&["no healthy worker: not petting the systemd watchdog"]);
+            (now >= warned + 3).then_some(())
+        },
+    );
+    let sent = drain(&socket);
+    assert!(
+        !sent.iter().any(|msg| msg == "WATCHDOG=1"),
+        "pinged without a healthy worker: {sent:?}"
+    );
+}
+
+/// Every datagram waiting on `socket`, without waiting for more.
+fn drain(socket: &UnixDatagram) -> Vec<String> {
+    socket.set_nonblocking(true).unwrap();
+    let mut messages = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = socket.recv(&mut buf) {
+        messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    socket.set_nonblocking(false).unwrap();
+    messages
 }
 
 fn recv(socket: &UnixDatagram) -> String {

@@ -168,3 +168,44 @@ fn a_config_too_large_for_the_worker_init_message_is_refused() {
     running.reload(&format!("{}frontend.shutdownCode={code}\n", running.good));
     running.refused("frontend.shutdownCode is 2097152 bytes");
 }
+
+#[test]
+fn the_control_socket_warning_names_the_socket_in_use() {
+    let cluster = Cluster::start("cluster.workerCount=1");
+    let text = std::fs::read_to_string(&cluster.config).unwrap();
+    let started_with = cluster.dir.path().join("control.sock");
+    let in_use = started_with.display().to_string();
+    assert!(text.contains(&in_use), "{text}");
+    let with_socket = |name: &str| {
+        let other = cluster.dir.path().join(name).display().to_string();
+        text.replace(&in_use, &other)
+    };
+    let reload = |text: &str, reloads: usize| {
+        cluster.write_raw_config(text);
+        cluster.signal(Signal::SIGHUP);
+        wait_for(&format!("reload {reloads}"), || {
+            (cluster.count_log(&["configuration reloaded"]) == reloads).then_some(())
+        });
+    };
+
+    reload(&with_socket("b.sock"), 1);
+    reload(&with_socket("c.sock"), 2);
+    let warnings: Vec<String> = cluster
+        .log()
+        .into_iter()
+        .filter(|l| l.contains("cluster.controlSocket changed"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    // The second one too: the socket in use is still the first, not the one the first reload
+    // named (which the master never listened on).
+    for line in &warnings {
+        assert!(line.contains(&in_use), "{line}");
+    }
+    assert!(!warnings[1].contains("b.sock"), "{}", warnings[1]);
+    assert!(warnings[1].contains("c.sock"), "{}", warnings[1]);
+
+    // Back to the socket in use: nothing to warn about, and status answers there.
+    reload(&text, 3);
+    assert_eq!(cluster.count_log(&["cluster.controlSocket changed"]), 2);
+    assert_eq!(cluster.wait_ready()["generation"], 4);
+}

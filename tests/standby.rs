@@ -191,3 +191,27 @@ fn no_standby_with_standby_workers_0() {
     assert_eq!(cluster.count_log(&["standby activated"]), 0);
     assert_eq!(cluster.status().unwrap()["standby"], serde_json::json!([]));
 }
+
+/// The standby is in no slot, and status says so: no `slot` (it used to show slot 0).
+#[test]
+fn the_standby_has_no_slot_in_status() {
+    let cluster = Cluster::start(WITH_STANDBY);
+    ready_standby(&cluster, 1);
+    let status = cluster.status().unwrap();
+    let [w] = &standby(&status)[..] else {
+        panic!("one standby: {status}")
+    };
+    assert!(w.get("slot").is_none(), "{w}");
+    let slots: Vec<u64> = workers(&status)
+        .iter()
+        .filter_map(|w| w["slot"].as_u64())
+        .collect();
+    assert_eq!(slots, [0, 1]);
+    // The same, typed.
+    let report: activestack_gateway::status::StatusReport = serde_json::from_value(status).unwrap();
+    assert_eq!(report.standby[0].slot, None);
+    assert_eq!(
+        report.standby[0].role,
+        activestack_gateway::status::Role::Standby
+    );
+}

@@ -81,7 +81,7 @@ pub(crate) const MAX_WORKERS: usize = 1024;
 /// `cluster.maxRestartBackoff` upper bound.
 const MAX_BACKOFF: u32 = 30;
 /// Upper bound of every duration, so that adding one to an `Instant` cannot overflow.
-const MAX_MILLIS: u64 = 24 * 60 * 60 * 1000;
+pub(crate) const MAX_MILLIS: u64 = 24 * 60 * 60 * 1000;
 const MAX_SECONDS: u64 = MAX_MILLIS / 1000;
 /// Longest Unix socket path (bytes, without the terminating NUL).
 const MAX_SOCKET_PATH: usize =

@@ -30,6 +30,9 @@ pub use worker_init::WorkerInitError;
 /// Where the gateway looks for its config when none is named on the command line.
 pub const DEFAULT_PATH: &str = "/etc/activestack-gateway/gateway.properties";
 
+/// The longest duration any setting may have (24 hours); console commands take the same bound.
+pub const MAX_DURATION: Duration = Duration::from_millis(keys::MAX_MILLIS);
+
 /// One megabyte as the config file counts it (memory thresholds are in MB in the file).
 pub const MB: u64 = 1024 * 1024;
 

@@ -18,8 +18,8 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 use super::Audience;
-use super::control::{self, ControlError};
 use crate::config::RedisConfig;
+use crate::console::channel::{self, ChannelError};
 
 /// Longest pause between two attempts to reach Redis.
 const MAX_RETRY: Duration = Duration::from_secs(5);
@@ -173,9 +173,9 @@ pub struct Fanout {
 impl Fanout {
     /// Starts listening on Redis (in the background, reconnecting) for pushes to `registry`.
     /// Never fails for Redis being down: pushes wait for it to come back.
-    pub fn start(config: &RedisConfig, registry: Arc<Registry>) -> Result<Fanout, ControlError> {
+    pub fn start(config: &RedisConfig, registry: Arc<Registry>) -> Result<Fanout, ChannelError> {
         let channel = format!("{}.push", config.control_channel);
-        let client = control::client(config, redis::ProtocolVersion::RESP2)?;
+        let client = channel::client(config, redis::ProtocolVersion::RESP2)?;
         let manager = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))

@@ -10,23 +10,18 @@
 //!   handshake.
 //! - [`rabbit`]: the worker's RabbitMQ connection; [`fanout`]: pushes across workers (Redis).
 //! - [`wire`]: the protocols' codecs (no I/O).
-//! - [`control`], [`console`], [`secret`]: the Redis control channel, the `console` command and
-//!   the reconnect keys' secret (master side).
 //!
 //! Transports are websocket only, as the Node gateway's: HTTP long-polling would need sticky
 //! sessions across the workers that share the listen socket.
 
 pub mod client;
 pub mod connection;
-pub mod console;
-pub mod control;
 pub mod events;
 pub mod fanout;
 pub mod framing;
 pub mod handshake;
 pub mod limits;
 pub mod rabbit;
-pub mod secret;
 pub mod session;
 pub mod wire;
 
@@ -59,7 +54,7 @@ pub enum GatewayError {
         source: RabbitError,
     },
     #[error("cannot set up the Redis push channel")]
-    Fanout(#[source] control::ControlError),
+    Fanout(#[source] crate::console::ChannelError),
 }
 
 /// Where a push from the console goes.

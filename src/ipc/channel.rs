@@ -56,8 +56,29 @@ pub struct Sender<Tx> {
 impl<Tx: Serialize> Sender<Tx> {
     pub async fn send(&mut self, msg: &Tx) -> Result<(), IpcError> {
         let frame = encode(msg)?;
-        self.write.write_all(&frame).await?;
+        self.send_frame(&frame).await
+    }
+
+    /// Sends a frame [`encode`]d before (so that a message too large for the channel is refused
+    /// where it is made, not where it is written).
+    pub async fn send_frame(&mut self, frame: &Frame) -> Result<(), IpcError> {
+        self.write.write_all(&frame.0).await?;
         Ok(())
+    }
+}
+
+/// One message, encoded: length prefix and JSON, at most [`MAX_FRAME`] bytes of JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame(Vec<u8>);
+
+impl Frame {
+    /// Bytes on the wire, length prefix included.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -104,15 +125,16 @@ fn check_len(len: usize) -> Result<(), IpcError> {
     }
 }
 
-/// One whole frame, length prefix included, so it goes out in a single write.
-fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, IpcError> {
+/// One whole frame, length prefix included, so it goes out in a single write;
+/// [`IpcError::FrameTooLarge`] if the message is over [`MAX_FRAME`].
+pub fn encode<T: Serialize>(msg: &T) -> Result<Frame, IpcError> {
     let mut frame = vec![0; 4];
     serde_json::to_writer(&mut frame, msg).map_err(IpcError::Encode)?;
     let len = frame.len() - 4;
     check_len(len)?;
     let prefix = u32::try_from(len).map_err(|_| IpcError::FrameTooLarge { len })?;
     frame[..4].copy_from_slice(&prefix.to_be_bytes());
-    Ok(frame)
+    Ok(Frame(frame))
 }
 
 #[cfg(test)]
@@ -160,11 +182,11 @@ mod tests {
         let mut rx: Channel<ToWorker, ToMaster> = Channel::new(a);
         let frame = encode(&ToMaster::Draining { clients: 3 }).unwrap();
         // Half a frame, then a recv that is given up on, then the rest.
-        b.write_all(&frame[..6]).await.unwrap();
+        b.write_all(&frame.0[..6]).await.unwrap();
         let pending =
             tokio::time::timeout(std::time::Duration::from_millis(20), rx.receiver.recv()).await;
         assert!(pending.is_err(), "nothing complete to return yet");
-        b.write_all(&frame[6..]).await.unwrap();
+        b.write_all(&frame.0[6..]).await.unwrap();
         assert_eq!(
             rx.receiver.recv().await.unwrap(),
             Some(ToMaster::Draining { clients: 3 })
@@ -181,9 +203,22 @@ mod tests {
     }
 
     #[test]
+    fn a_message_over_the_limit_is_refused_when_encoded() {
+        let big = ToMaster::Pushed {
+            id: 1,
+            error: Some("x".repeat(MAX_FRAME)),
+        };
+        let err = encode(&big).unwrap_err();
+        assert!(
+            matches!(err, IpcError::FrameTooLarge { len } if len > MAX_FRAME),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn wire_format_is_tagged_json() {
         let frame = encode(&ToWorker::Drain { timeout_ms: 5 }).unwrap();
-        assert_eq!(&frame[..4], &31u32.to_be_bytes());
-        assert_eq!(&frame[4..], br#"{"type":"drain","timeout_ms":5}"#);
+        assert_eq!(&frame.0[..4], &31u32.to_be_bytes());
+        assert_eq!(&frame.0[4..], br#"{"type":"drain","timeout_ms":5}"#);
     }
 }

@@ -37,7 +37,7 @@ pub enum EngineError {
     #[error("Redis gave an answer of an unexpected shape: {0}")]
     Shape(&'static str),
     #[error("cannot set up Redis")]
-    Setup(#[source] crate::gateway::control::ControlError),
+    Setup(#[source] crate::console::channel::ChannelError),
 }
 
 /// A publication to make.
@@ -203,7 +203,7 @@ impl Engine {
                 .set_number_of_retries(2)
                 .set_max_delay(Duration::from_secs(5))
         };
-        let client = crate::gateway::control::client(config, redis::ProtocolVersion::RESP3)
+        let client = crate::console::channel::client(config, redis::ProtocolVersion::RESP3)
             .map_err(EngineError::Setup)?;
         let commands = ConnectionManager::new_lazy_with_config(client.clone(), settings())?;
         let route_hub = hub.clone();

@@ -22,11 +22,11 @@ use tokio::time::Instant;
 use super::checkpoint::{self, Checkpoint};
 use super::outbox::{self, Outgoing};
 use super::{RelayConfig, RelayError, RelayStats};
+use crate::backoff::Backoff;
 use crate::logging::error_chain;
 
-/// First and longest wait before starting over after an error.
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// The wait before starting over after an error: doubling from 100 ms to 5 s.
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 /// How often the checkpoint is written while publishes are acknowledged.
 const SAVE_EVERY: Duration = Duration::from_millis(200);
 /// How often an idle change stream's newer resume token is written.
@@ -76,7 +76,7 @@ pub(super) async fn run(
         "relay: starting"
     );
     let mut js: Option<jetstream::Context> = None;
-    let mut delay = BACKOFF_MIN;
+    let mut delay = BACKOFF;
     loop {
         if *shutdown.borrow() {
             break;
@@ -107,11 +107,10 @@ pub(super) async fn run(
                 RelayStats::add(&stats.restarts, 1);
                 tracing::warn!(
                     error = %error_chain(&e),
-                    retry_in_ms = delay.as_millis() as u64,
+                    retry_in_ms = delay.peek().as_millis() as u64,
                     "relay: starting over from the last checkpoint"
                 );
-                let wait = tokio::time::sleep(delay);
-                delay = (delay * 2).min(BACKOFF_MAX);
+                let wait = tokio::time::sleep(delay.next_delay());
                 if until_shutdown(&mut shutdown, wait).await.is_none() {
                     break;
                 }
@@ -165,7 +164,7 @@ async fn session(
     js: &jetstream::Context,
     stats: &Arc<RelayStats>,
     shutdown: &mut watch::Receiver<bool>,
-    delay: &mut Duration,
+    delay: &mut Backoff,
 ) -> Result<Outcome, RelayError> {
     let Some(status) = until_shutdown(shutdown, super::stream::ensure_streams(js, cfg)).await
     else {
@@ -276,7 +275,7 @@ async fn session(
         }
     };
     stats.watching.store(true, Ordering::Relaxed);
-    *delay = BACKOFF_MIN;
+    delay.reset();
     tracing::info!("relay: watching the outbox for inserts");
     pipe.pump(&mut Source::Changes(ChangeReader::start(changes)), shutdown)
         .await

@@ -5,6 +5,8 @@ use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 
 use socket2::{Domain, Socket, Type};
 
+use crate::config::Config;
+
 /// Pending connections the kernel queues before any worker accepts them.
 const BACKLOG: i32 = 4096;
 
@@ -48,4 +50,11 @@ pub fn bind(host: &str, port: u16) -> Result<TcpListener, ListenError> {
         Ok(socket.into())
     };
     bind().map_err(|source| ListenError::Bind { addr, source })
+}
+
+/// The address `listener` is bound to (with `frontend.port=0`, the port the kernel chose).
+pub fn local_addr(listener: &TcpListener, config: &Config) -> SocketAddr {
+    listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], config.frontend.port)))
 }

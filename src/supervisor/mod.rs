@@ -1,28 +1,32 @@
 //! The master: binds the listen socket, starts and supervises the workers.
 //!
-//! One task owns all cluster state ([`master::Master`]) and handles one value at a time: a signal,
-//! a worker's message or exit, a control request, a timer tick. Nothing in it sleeps or waits on
-//! a worker: writes to workers go through per-worker queues, exits arrive as events, restarts and
-//! deadlines are instants the loop wakes up for.
+//! Decisions apart from effects: [`cluster::ClusterState`] holds every slot, worker and timer
+//! and decides, one [`cluster::Event`] at a time, what to do ([`cluster::Action`]s), without
+//! any I/O; [`shell::Shell`] owns the processes, sockets and timers, carries the actions out and
+//! feeds what happens back as events. Signals reach the shell as values, from a stream.
 
-mod backoff;
+mod cluster;
 mod listen;
-mod master;
 mod memory;
 mod notify;
+mod reload;
+mod session_secret;
+mod shell;
 mod signals;
-mod slot;
 mod spawn;
 
 use std::io;
 use std::path::PathBuf;
 
-pub use backoff::{max_delay, restart_delay};
+use futures_util::StreamExt;
+use signal_hook_tokio::Signals;
+
 pub use listen::ListenError;
+pub use signals::Signal;
 pub use spawn::SpawnError;
 
 use crate::config::Loaded;
-use crate::control::ControlError;
+use crate::status::StatusSocketError;
 use crate::tls::TlsFiles;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +34,7 @@ pub enum SupervisorError {
     #[error(transparent)]
     Listen(#[from] ListenError),
     #[error(transparent)]
-    Control(#[from] ControlError),
+    StatusSocket(#[from] StatusSocketError),
     #[error("cannot find this program's own path to start workers from")]
     CurrentExe(#[source] io::Error),
     #[error("cannot listen for signals")]
@@ -57,7 +61,11 @@ pub fn run(
         .build()
         .map_err(SupervisorError::Runtime)?;
     runtime.block_on(async move {
-        let master = master::Master::start(loaded, tls, config_arg, exe)?;
-        master.run().await
+        let (shell, state) = shell::start(loaded, tls, config_arg, exe)?;
+        let signals = Signals::new(signals::HANDLED).map_err(SupervisorError::Signals)?;
+        let signals = signals.filter_map(|raw| std::future::ready(Signal::from_raw(raw)));
+        shell.run(state, signals).await;
+        tracing::info!("master stopped");
+        Ok(())
     })
 }

@@ -13,27 +13,36 @@ use nix::fcntl::{FcntlArg, fcntl};
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 
-use super::slot::SlotId;
+use super::cluster::{Place, SlotId};
+use crate::ipc::MAX_FRAME;
 use crate::worker::{IPC_FD, LISTEN_FD};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
+    #[error(
+        "worker {slot} not started: its init message (the config it is handed) would be {len} \
+         bytes, over the {MAX_FRAME}-byte frame limit of the master <-> worker channel; look for \
+         a very large value in the config (frontend.session_secret?)"
+    )]
+    InitTooLarge { slot: Place, len: usize },
+    #[error("worker {slot} not started: its init message cannot be encoded: {reason}")]
+    InitEncode { slot: Place, reason: String },
     #[error("cannot create the socket pair for worker {slot}")]
     SocketPair {
-        slot: SlotId,
+        slot: Place,
         #[source]
         source: io::Error,
     },
     #[error("cannot duplicate the {fd_name} for worker {slot}")]
     DupFd {
-        slot: SlotId,
+        slot: Place,
         fd_name: &'static str,
         #[source]
         source: nix::Error,
     },
     #[error("cannot start worker {slot} from {exe}")]
     Exec {
-        slot: SlotId,
+        slot: Place,
         exe: String,
         #[source]
         source: io::Error,
@@ -51,7 +60,7 @@ pub struct Spawned {
 /// channel.
 pub fn spawn_worker(
     exe: &Path,
-    slot: SlotId,
+    slot: Place,
     listener: &TcpListener,
 ) -> Result<Spawned, SpawnError> {
     let (ours, theirs) =
@@ -66,9 +75,9 @@ pub fn spawn_worker(
     let mut command = Command::new(exe);
     command.arg("worker");
     match slot {
-        SlotId::Gateway(index) => command.arg("--slot").arg(index.to_string()),
-        SlotId::Relay => command.arg("--relay"),
-        SlotId::Standby => command.arg("--standby"),
+        Place::Slot(SlotId::Gateway(index)) => command.arg("--slot").arg(index.to_string()),
+        Place::Slot(SlotId::Relay) => command.arg("--relay"),
+        Place::Standby => command.arg("--standby"),
     };
     command
         .arg("--listen-fd")
@@ -107,7 +116,7 @@ pub fn spawn_worker(
 
 fn dup_above(
     fd: BorrowedFd<'_>,
-    slot: SlotId,
+    slot: Place,
     fd_name: &'static str,
 ) -> Result<OwnedFd, SpawnError> {
     let high = fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(10)).map_err(|source| SpawnError::DupFd {

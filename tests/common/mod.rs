@@ -14,6 +14,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use activestack_gateway::status::{Phase, Role, State, StatusReport};
 use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_activestack-gateway");
@@ -160,19 +161,29 @@ impl Cluster {
         serde_json::from_slice(&out.stdout).ok()
     }
 
+    /// `status --json` from the running master, typed as the master writes it.
+    pub fn report(&self) -> Option<StatusReport> {
+        serde_json::from_value(self.status()?).ok()
+    }
+
     /// Waits until status shows `desired_workers` ready workers of the current generation and
     /// nothing else (no starting, draining or killed workers).
     pub fn wait_ready(&self) -> Value {
         wait_for("all workers ready", || {
             let status = self.status()?;
-            let generation = status["generation"].as_u64()?;
-            let desired = status["desired_workers"].as_u64()? as usize;
-            let workers = status["workers"].as_array()?;
-            let all_current = workers
+            let report: StatusReport = serde_json::from_value(status.clone()).ok()?;
+            let all_current = report
+                .workers
                 .iter()
-                .all(|w| w["state"] == "ready" && w["generation"].as_u64() == Some(generation));
-            let gateways = workers.iter().filter(|w| w["role"] == "gateway").count();
-            (status["phase"] == "running" && gateways == desired && all_current).then_some(status)
+                .all(|w| w.state == State::Ready && w.generation == report.generation);
+            let gateways = report
+                .workers
+                .iter()
+                .filter(|w| w.role == Role::Gateway)
+                .count();
+            let settled =
+                report.phase == Phase::Running && gateways == report.desired_workers && all_current;
+            settled.then_some(status)
         })
     }
 

@@ -1,11 +1,52 @@
-//! Restart delay after a worker dies: the original gateway's full-jitter exponential backoff,
-//! `random() * (2^min(failures, maxRestartBackoff) - 1) * workerRestartDelay`.
+//! Waiting between attempts: the master's restart delay and the doubling pause of every retry
+//! loop.
 //!
+//! [`restart_delay`]: after a worker dies, the original gateway's full-jitter exponential
+//! backoff, `random() * (2^min(failures, maxRestartBackoff) - 1) * workerRestartDelay`.
 //! `failures` counts one worker slot's consecutive failures before this one, so the first restart
 //! is immediate and a crash-looping slot never delays the others. It resets when the slot's new
 //! worker answers its first heartbeat (healthy, within its memory limits).
+//!
+//! [`Backoff`]: a pause that doubles from a first value up to a cap, for loops that retry a
+//! connection (RabbitMQ while a worker starts, Redis for the console channel, the relay's
+//! sessions) and start over after a success.
 
 use std::time::Duration;
+
+/// Doubling pauses between attempts: `first`, `2 * first`, `4 * first`... never more than `max`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backoff {
+    first: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    pub const fn new(first: Duration, max: Duration) -> Backoff {
+        Backoff {
+            first,
+            max,
+            next: first,
+        }
+    }
+
+    /// The pause before the next attempt; the one after it is twice as long (up to `max`).
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = self.next.saturating_mul(2).min(self.max);
+        delay
+    }
+
+    /// The pause [`Backoff::next_delay`] will give, without taking it.
+    pub fn peek(&self) -> Duration {
+        self.next
+    }
+
+    /// After a success: the next pause is `first` again.
+    pub fn reset(&mut self) {
+        self.next = self.first;
+    }
+}
 
 /// The exponent is capped here whatever the config says, so the factor fits comfortably.
 const MAX_EXPONENT: u32 = 30;
@@ -27,6 +68,22 @@ mod tests {
     use super::*;
 
     const BASE: Duration = Duration::from_millis(50);
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_and_starts_over_after_reset() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(500));
+        let delays: Vec<u64> = (0..5).map(|_| b.next_delay().as_millis() as u64).collect();
+        assert_eq!(delays, [100, 200, 400, 500, 500]);
+        assert_eq!(b.peek(), Duration::from_millis(500));
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_millis(100));
+        let mut huge = Backoff::new(Duration::MAX / 2, Duration::MAX);
+        huge.next_delay();
+        assert!(
+            huge.next_delay() >= Duration::MAX / 2,
+            "saturates, never panics"
+        );
+    }
 
     #[test]
     fn first_restart_is_immediate() {

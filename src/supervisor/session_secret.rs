@@ -22,5 +22,6 @@ pub fn fill(config: &mut Config, previous: Option<&Config>) {
         "frontend.session_secret is empty: using a random secret for this cluster; reconnect keys \
          will NOT survive a restart of the master. Set frontend.session_secret in production"
     );
-    config.frontend.session_secret = Some(B64.encode(super::session::random_bytes::<48>()));
+    config.frontend.session_secret =
+        Some(B64.encode(crate::gateway::session::random_bytes::<48>()));
 }

@@ -8,7 +8,7 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::control::{Console, ControlError};
+use super::channel::{ChannelError, Console};
 use crate::config::Config;
 use crate::output::{self, StdoutError};
 
@@ -20,7 +20,7 @@ pub enum ConsoleError {
     #[error("cannot start the console's event loop")]
     Runtime(#[source] std::io::Error),
     #[error("cannot reach the control channel")]
-    Control(#[from] ControlError),
+    Control(#[from] ChannelError),
     #[error("cannot print the answer")]
     Stdout(#[source] StdoutError),
 }

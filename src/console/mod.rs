@@ -1,0 +1,17 @@
+//! The operator's console: commands to the running cluster over the Redis control channel.
+//!
+//! - [`command`]: a command line -> [`Command`] (parsed, numbers bounded) -> [`Verb`] (the
+//!   shutdown code checked), what the master acts on.
+//! - [`answer`]: the master's typed [`Answer`] and the JSON the console prints for it.
+//! - [`channel`]: the Redis side: the master's subscription and replies, and the console's
+//!   client.
+//! - [`cli`]: `activestack-gateway console [CONFIG] [COMMAND...]`.
+
+pub mod answer;
+pub mod channel;
+pub mod cli;
+pub mod command;
+
+pub use answer::{Answer, ClientCount};
+pub use channel::{ChannelError, Incoming};
+pub use command::{Command, CommandError, Mode, Verb};
