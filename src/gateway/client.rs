@@ -45,8 +45,10 @@ pub trait Effects<D> {
     /// deletes the queue once its consumer is gone if `then` says so.
     fn unsubscribe(&mut self, then: AfterCancel);
     fn settle(&mut self, delivery: D, how: Settle);
-    /// The socket is one of `user`'s sockets now (pushes to the user reach it), or no longer.
-    fn join_user(&mut self, user: &str);
+    /// The socket is one of `user`'s sockets now (pushes to the user reach it, and the user's
+    /// realtime publications from `resume` on, the position the client last saw, if it said),
+    /// or no longer.
+    fn join_user(&mut self, user: &str, resume: Option<&Value>);
     fn leave_user(&mut self, user: &str);
     /// Ends the connection from the server's side (the client logic is done with it).
     fn close(&mut self, why: Close);
@@ -348,6 +350,9 @@ impl<D> Client<D> {
             self.known_to_backend |= old.logged_in();
             self.session.adopt_existing(old);
             self.dirty = true;
+        }
+        if let Some(user) = &self.session.user_id {
+            effects.join_user(user, data.get("realtime"));
         }
         self.connect(ctx, effects);
         // The backend moves the previous queues' messages into ours (Percero's renameClient):
@@ -694,7 +699,7 @@ impl<D> Client<D> {
                     effects.leave_user(previous);
                 }
                 if let Some(user) = &self.session.user_id {
-                    effects.join_user(user);
+                    effects.join_user(user, None);
                 }
             }
         }

@@ -34,8 +34,9 @@ use tokio::time::{Instant, Sleep, sleep_until};
 
 use super::Shared;
 use super::client::{AfterCancel, Client, Close, Context, Effects, Then};
-use super::fanout::Membership;
+use super::fanout::{Mail, Membership};
 use super::framing::{Framing, Received};
+use super::personal::Personal;
 use super::rabbit::{Rabbit, RabbitError, Settle, Subscription, Unsettled};
 use super::wire::websocket::{self, Message};
 
@@ -99,6 +100,10 @@ struct Io<F> {
     /// Publishes that finished on their first poll, to be reported on the next turn.
     done: Vec<(Then, Result<(), RabbitError>)>,
     membership: Membership,
+    /// The worker's realtime side (`realtime.enabled`), and the socket's subscription to its
+    /// user's channel once it has a user.
+    realtime: Option<crate::realtime::Realtime>,
+    personal: Option<Personal>,
     closing: Option<Closing>,
 }
 
@@ -161,12 +166,21 @@ impl<F: Framing> Effects<Unsettled> for Io<F> {
         delivery.settle(how);
     }
 
-    fn join_user(&mut self, user: &str) {
+    fn join_user(&mut self, user: &str, resume: Option<&Value>) {
         self.membership.set_user(Some(user));
+        if let Some(realtime) = &self.realtime {
+            let mailbox = self.membership.mailbox.clone();
+            self.personal
+                .get_or_insert_with(|| Personal::new(realtime.clone(), mailbox))
+                .join(user, resume);
+        }
     }
 
     fn leave_user(&mut self, _user: &str) {
         self.membership.set_user(None);
+        if let Some(personal) = &mut self.personal {
+            personal.leave();
+        }
     }
 
     fn close(&mut self, why: Close) {
@@ -255,6 +269,8 @@ where
         confirms: FuturesUnordered::new(),
         done: Vec::new(),
         membership: shared.registry.join(),
+        realtime: shared.realtime.get().cloned(),
+        personal: None,
         closing: None,
     };
     let mut client: Client<Unsettled> = Client::new(shared.limits);
@@ -365,9 +381,27 @@ where
                     }
                 }
             }
+            emits = personal_subscribed(&mut fx.personal), if fx.closing.is_none() => {
+                for (event, data) in emits.0 {
+                    fx.framing.event(event, &data, &mut fx.out);
+                }
+            }
             () = mailbox.arrived(), if fx.closing.is_none() => {
-                for body in mailbox.take() {
-                    fx.push(&body, None);
+                for mail in mailbox.take() {
+                    match mail {
+                        Mail::Push(body) => fx.push(&body, None),
+                        Mail::Realtime(channel, publication) => {
+                            let payload = fx.personal.as_mut().and_then(|p| p.publication(&channel, &publication));
+                            if let Some(payload) = payload {
+                                fx.framing.event(crate::realtime::SOCKETIO_EVENT, &payload, &mut fx.out);
+                            }
+                        }
+                        Mail::RealtimeLost(channel) => {
+                            if let Some(personal) = &mut fx.personal {
+                                personal.position_lost(&channel);
+                            }
+                        }
+                    }
                 }
             }
             _ = draining.wait_for(|d| *d), if fx.closing.is_none() => {
@@ -383,6 +417,9 @@ where
     fx.abandon_output();
     if let Some(subscription) = fx.subscription.take() {
         subscription.cancel();
+    }
+    if let Some(personal) = fx.personal.take() {
+        personal.close();
     }
     tracing::debug!(sid = %peer.sid, client = %client.client_id(), closing = ?fx.closing, "connection ended");
 }
@@ -435,6 +472,13 @@ fn on_message<F: Framing>(
             websocket::encode_close(websocket::close_code::NORMAL, "", &mut fx.out);
             peer_gone(client, fx);
         }
+    }
+}
+
+async fn personal_subscribed(personal: &mut Option<Personal>) -> super::personal::Emits {
+    match personal {
+        Some(p) => p.subscribed().await,
+        None => std::future::pending().await,
     }
 }
 

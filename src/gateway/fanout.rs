@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 use super::Audience;
 use crate::config::RedisConfig;
 use crate::console::channel::{self, ChannelError};
+use crate::realtime::PubMsg;
 
 /// Longest pause between two attempts to reach Redis.
 const MAX_RETRY: Duration = Duration::from_secs(5);
@@ -32,19 +33,30 @@ pub enum FanoutError {
     NoListener(String),
 }
 
-/// One connection's incoming pushes.
+/// What other tasks hand a connection.
+#[derive(Debug, Clone)]
+pub enum Mail {
+    /// A `push` with this JSON object (the console's).
+    Push(Arc<[u8]>),
+    /// A publication of the socket's realtime channel.
+    Realtime(String, PubMsg),
+    /// The realtime hub dropped the socket's subscription of this channel.
+    RealtimeLost(String),
+}
+
+/// One connection's incoming mail.
 #[derive(Default)]
 pub struct Mailbox {
-    queue: Mutex<Vec<Arc<[u8]>>>,
+    queue: Mutex<Vec<Mail>>,
     arrived: Notify,
 }
 
 impl Mailbox {
-    fn put(&self, body: Arc<[u8]>) {
+    pub(crate) fn put(&self, mail: Mail) {
         self.queue
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(body);
+            .push(mail);
         self.arrived.notify_one();
     }
 
@@ -53,8 +65,8 @@ impl Mailbox {
         self.arrived.notified().await;
     }
 
-    /// The pushes waiting, oldest first.
-    pub fn take(&self) -> Vec<Arc<[u8]>> {
+    /// The mail waiting, oldest first.
+    pub fn take(&self) -> Vec<Mail> {
         std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
@@ -105,7 +117,7 @@ impl Registry {
         let mut count = 0;
         let mut put = |id: &u64| {
             if let Some(mailbox) = inner.mailboxes.get(id) {
-                mailbox.put(body.clone());
+                mailbox.put(Mail::Push(body.clone()));
                 count += 1;
             }
         };

@@ -21,6 +21,7 @@ pub mod fanout;
 pub mod framing;
 pub mod handshake;
 pub mod limits;
+pub mod personal;
 pub mod rabbit;
 pub mod session;
 pub mod wire;
@@ -85,6 +86,9 @@ pub struct Shared {
     /// `gateway.rabbitmq.maxQueueDeclaresPerSecond`, for the whole worker.
     declares: Arc<limits::SharedRate>,
     socketio: SocketIoConfig,
+    /// The worker's realtime side, once it serves (`realtime.enabled`): logged-in sockets get
+    /// their user's publications.
+    realtime: std::sync::OnceLock<crate::realtime::Realtime>,
 }
 
 impl Shared {
@@ -135,6 +139,7 @@ impl Gateway {
                 config.gateway.rabbitmq.max_queue_declares_per_second,
             )),
             socketio: config.gateway.socketio.clone(),
+            realtime: std::sync::OnceLock::new(),
         });
         Ok(Gateway { shared, fanout })
     }
@@ -152,6 +157,13 @@ impl Gateway {
     ) -> impl Future<Output = Result<(), String>> + Send + 'static {
         let push = self.fanout.push(audience, data);
         async move { push.await.map_err(|e| crate::logging::error_chain(&e)) }
+    }
+
+    /// Gives logged-in sockets (connected from now on) their user's realtime publications.
+    pub fn attach_realtime(&self, realtime: crate::realtime::Realtime) {
+        if self.shared.realtime.set(realtime).is_err() {
+            tracing::warn!("realtime attached to the gateway twice; the first one is kept");
+        }
     }
 
     /// Connected clients.

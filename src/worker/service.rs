@@ -206,6 +206,7 @@ impl GatewayService {
             let name = format!("worker{slot}_{}", std::process::id());
             let realtime = Realtime::start(config, &name)?;
             server.merge(realtime.router());
+            gateway.attach_realtime(realtime.clone());
             self.realtime = Some(realtime);
         }
         let listener = self.listener.take().ok_or(WorkerError::NotStarted)?;

@@ -18,7 +18,7 @@ enum Did {
     Subscribe(String),
     Unsubscribe(AfterCancel),
     Settle(u32, Settle),
-    Join(String),
+    Join(String, Option<Value>),
     Leave(String),
     Close(Close),
 }
@@ -53,8 +53,8 @@ impl Effects<u32> for Recorder {
     fn settle(&mut self, delivery: u32, how: Settle) {
         self.did.push(Did::Settle(delivery, how));
     }
-    fn join_user(&mut self, user: &str) {
-        self.did.push(Did::Join(user.into()));
+    fn join_user(&mut self, user: &str, resume: Option<&Value>) {
+        self.did.push(Did::Join(user.into(), resume.cloned()));
     }
     fn leave_user(&mut self, user: &str) {
         self.did.push(Did::Leave(user.into()));
@@ -247,7 +247,7 @@ fn exactly_the_originals_answers_log_in() {
             &json!({"cn": "com.percero.agents.sync.vo.ConnectRequest", "clientId": h.client.client_id(),
                     "userId": "u1", "token": "t", "deviceId": "d"})
         );
-        assert!(h.fx.did.contains(&Did::Join("u1".into())));
+        assert!(h.fx.did.contains(&Did::Join("u1".into(), None)));
         assert_eq!(h.fx.last_session().user_id.as_deref(), Some("u1"));
     }
     let does_not = [
@@ -611,4 +611,21 @@ fn a_long_event_name_is_cut_in_the_error() {
     let error = &h.fx.emitted("gatewayError")[0];
     assert!(error["event"].as_str().unwrap().len() < 100, "{error}");
     assert!(error["message"].as_str().unwrap().len() < 150, "{error}");
+}
+
+/// A socket that takes a logged-in session over is that user's socket at once: pushes to the
+/// user reach it, and it resumes the user's realtime channel from where the client says.
+#[test]
+fn a_reconnected_logged_in_socket_joins_its_user() {
+    let mut old = Harness::logged_in(json!("u1"));
+    old.message(json!({"connect": true}));
+    let key = old.fx.emitted("gatewayConnectAck").pop().unwrap();
+    let mut h = Harness::new();
+    let resume = json!({"offset": 7, "epoch": "e"});
+    h.message(json!({"reconnect": {"reconnectId": key, "realtime": resume}}));
+    assert!(
+        h.fx.did.contains(&Did::Join("u1".into(), Some(resume))),
+        "{:?}",
+        h.fx.did
+    );
 }
