@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Round-trip benchmark of the socket.io gateway: client -> gateway -> RabbitMQ agent queue
 # (`testCall`) -> echo agent -> client queue -> gateway -> `push` -> client ack. For each client
-# count (default 1 100 1000) it reports round trips/s, latency p50/p99/max and the workers' CPU
-# time per round trip; the same load against bench/node-gateway/server.js (socket.io 4 +
-# amqplib + node cluster, 2 workers) for a side-by-side ratio.
+# count (default 1 10 100 1000) it reports round trips/s, latency p50/p99/max and the CPU time
+# per round trip of every gateway process summed (ours: master, 2 workers and the standby;
+# Node: primary and 2 workers); the same load against bench/node-gateway/server.js (socket.io 4
+# + amqplib + node cluster, 2 workers) for a side-by-side ratio.
 #
 # Usage: bench/roundtrip.sh [--only ours|node] [--clients "1 100 1000"] [--seconds 5]
 #        SKIP_BUILD=1 to skip `cargo build --release`.
@@ -15,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-ONLY=""; CLIENTS="1 100 1000"; SECONDS_PER_RUN=5
+ONLY=""; CLIENTS="1 10 100 1000"; SECONDS_PER_RUN=5
 while [ $# -gt 0 ]; do
   case "$1" in
     --only) ONLY=$2; shift 2;;
@@ -92,7 +93,8 @@ CONF
     WPIDS=$(target/release/activestack-gateway status "$CONF" --json 2>/dev/null | node -e '
       let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{try{const j=JSON.parse(s);
       const w=(j.workers||[]).filter(w=>w.role==="gateway"&&w.state==="ready");
-      if(w.length===2)console.log(w.map(w=>w.pid).join(","));}catch(_){}})') || true
+      const sb=(j.standby||[]).filter(w=>w.state==="ready");
+      if(w.length===2&&sb.length===1)console.log([j.master_pid,...w.map(w=>w.pid),sb[0].pid].join(","));}catch(_){}})') || true
     [ -n "$WPIDS" ] && break; sleep 0.1
   done
   [ -n "$WPIDS" ] || { echo "gateway workers not ready:"; tail "$TMP/gateway.err"; exit 1; }
@@ -107,7 +109,7 @@ if [ "$ONLY" != ours ]; then
   node bench/node-gateway/server.js "$PORT" > "$TMP/node.out" 2> "$TMP/node.err" &
   NMASTER=$!; PIDS_TO_KILL+=("$NMASTER")
   for _ in $(seq 100); do grep -q '^workers' "$TMP/node.out" 2>/dev/null && break; sleep 0.1; done
-  NPIDS=$(awk '/^workers/{print $2","$3}' "$TMP/node.out")
+  NPIDS=$NMASTER,$(awk '/^workers/{print $2","$3}' "$TMP/node.out")
   [ -n "$NPIDS" ] || { echo "node gateway not ready:"; cat "$TMP/node.err"; exit 1; }
   echo "node primary $NMASTER workers $NPIDS port $PORT" >&2
   run_load node "http://127.0.0.1:$PORT" "$NPIDS"

@@ -26,6 +26,7 @@
 //! - [`realtime`]: Centrifugo-compatible delivery of the EVENTS stream to users (websocket,
 //!   SSE, server API), with history, recovery and presence in Redis.
 
+pub mod amqp;
 pub mod backoff;
 pub mod config;
 pub mod console;

@@ -484,7 +484,7 @@ async fn personal_subscribed(personal: &mut Option<Personal>) -> super::personal
 
 async fn next_delivery(
     subscription: &mut Option<Subscription>,
-) -> Option<Result<lapin::message::Delivery, lapin::Error>> {
+) -> Option<Result<crate::amqp::Delivery, crate::amqp::AmqpError>> {
     match subscription {
         Some(s) => s.consumer.next().await,
         None => std::future::pending().await,
@@ -492,7 +492,7 @@ async fn next_delivery(
 }
 
 fn on_delivery<F: Framing>(
-    delivery: Option<Result<lapin::message::Delivery, lapin::Error>>,
+    delivery: Option<Result<crate::amqp::Delivery, crate::amqp::AmqpError>>,
     ctx: &Context<'_>,
     client: &mut Client<Unsettled>,
     fx: &mut Io<F>,
@@ -500,11 +500,8 @@ fn on_delivery<F: Framing>(
 ) {
     match delivery {
         Some(Ok(delivery)) => {
-            let Some(channel) = fx.subscription.as_ref().map(|s| s.channel.clone()) else {
-                return;
-            };
-            let handle = Unsettled::new(channel, delivery.delivery_tag);
-            client.on_delivery(ctx, handle, delivery.data, fx);
+            let handle = fx.rabbit.unsettled(&delivery);
+            client.on_delivery(ctx, handle, delivery.body, fx);
         }
         // Its channel was closed (an error elsewhere on it, or the connection): RabbitMQ
         // requeued what it had not acked. Consume again, on an open channel.
