@@ -10,7 +10,7 @@
 #        SKIP_BUILD=1 to skip `cargo build --release`.
 # Needs: RabbitMQ on 127.0.0.1:5672 (guest/guest), node >= 18. Installs its npm packages
 # (package-lock.json) into bench/roundtrip and bench/node-gateway if missing.
-# Output: bench/results/roundtrip.md and bench/results/roundtrip.json (git-ignored); logs in a
+# Output: bench/results/roundtrip.{md,json} and, with matplotlib, roundtrip.png (git-ignored); logs in a
 # temp dir printed at the end. Loopback only; every run is bounded (connect <= 60 s, measure
 # <= --seconds and <= 2,000,000 round trips).
 set -euo pipefail
@@ -119,4 +119,12 @@ fi
 mkdir -p bench/results
 node bench/roundtrip/report.js "$RESULTS" bench/results/roundtrip.json bench/results/roundtrip.md "$TMP"
 cat bench/results/roundtrip.md
+PY=python3
+[[ -x bench/.venv/bin/python ]] && PY=bench/.venv/bin/python
+if "$PY" -c 'import matplotlib' 2>/dev/null; then
+  "$PY" bench/roundtrip_plot.py bench/results/roundtrip.json bench/results/roundtrip.png
+  echo "plot: bench/results/roundtrip.png" >&2
+else
+  echo "no matplotlib (bench/run-supervisor.sh installs it into bench/.venv): no plot" >&2
+fi
 echo "logs: $TMP" >&2

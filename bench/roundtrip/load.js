@@ -84,6 +84,7 @@ function send(c, i) {
   const self0 = process.cpuUsage();
   const m0 = performance.now();
   measuring = true;
+  console.error("measuring"); // bench/profile.sh starts perf on this line
   await new Promise((r) => {
     const end = setTimeout(r, DURATION);
     const poll = setInterval(() => { if (done >= MAX_RT) { clearTimeout(end); clearInterval(poll); r(); } }, 50);

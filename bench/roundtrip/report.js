@@ -11,7 +11,7 @@ const fmt = (r) => !r ? "– | – | – | – | –" : r.failed ? "failed | | |
 const ratio = (a, b) => (a && b && !a.failed && !b.failed ? (a.rtPerSec / b.rtPerSec).toFixed(2) + "×" : "–");
 let md = "# Round trip: socket.io client -> gateway -> RabbitMQ -> echo agent -> gateway -> push -> ack\n\n";
 md += "Closed loop, one request in flight per client, `testCall` to the echo agent (bench/roundtrip/agent.js). ";
-md += "Latency in ms; CPU = utime+stime of the 2 worker processes over the measure window / round trips. ";
+md += "Latency in ms; CPU = utime+stime of every gateway process (ours: master, 2 workers, standby; node: primary, 2 workers) over the measure window / round trips. ";
 md += "Load generator, echo agent, RabbitMQ and the gateway share the same 2 cores.\n\n";
 md += "| clients | ours rt/s | p50 | p99 | max | CPU µs/rt | node rt/s | p50 | p99 | max | CPU µs/rt | rt/s ours/node |\n";
 md += "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
@@ -26,5 +26,6 @@ for (const r of rows.filter((r) => !r.failed)) {
   const o = r.otherCpuSec || {};
   md += `- ${r.side} ${r.clients}: workers ${r.cpuSec.toFixed(2)}, ${Object.entries(o).map(([k, v]) => `${k} ${v}`).join(", ")} (over ${r.seconds} s)\n`;
 }
-md += `\nconnect phase (ms): ${rows.filter((r) => !r.failed).map((r) => `${r.side}/${r.clients}: ${r.connectMs}`).join(", ")}\n`;
+md += `\nconnect phase, socket open to gatewayConnectAck for every client (${process.env.CONNECT_BATCH || 50} connecting at a time): `;
+md += rows.filter((r) => !r.failed).map((r) => `${r.side}/${r.clients}: ${r.connectMs} ms (${Math.round(r.clients / (r.connectMs / 1000))} clients/s)`).join(", ") + "\n";
 fs.writeFileSync(mdOut, md);
