@@ -5,9 +5,19 @@
 # client's `connect` (queue declared and consumed); each `memory:` line gives the RSS and its
 # anonymous part, and the bytes per client since the step before. The last line, `total`, is the
 # number to compare: (RSS with N clients - RSS idle) / N.
-# Usage: bench/gateway.sh   (needs RabbitMQ on localhost:5672: scripts/setup.sh starts it)
+# Each count then holds its clients through three socket.io heartbeat rounds (every client
+# answers every ping; the worker must still count all of them) and round-trips one request per
+# client through an echo agent.
+# Usage: bench/gateway.sh [COUNT ...]   (default: 3000 19000; needs RabbitMQ on localhost:5672:
+# scripts/setup.sh starts it). A count is bounded by `ulimit -Hn`: the worker holds one
+# descriptor per client and so does the test process that plays the clients.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ulimit -n "$(ulimit -Hn)" || true
-cargo nextest run --release --test gateway_scale --run-ignored ignored-only --no-capture 2>&1 \
-  | grep -E "clients in|memory:|status: .* clients|PASS|FAIL"
+COUNTS=("$@")
+[ ${#COUNTS[@]} -gt 0 ] || COUNTS=(3000 19000)
+for n in "${COUNTS[@]}"; do
+  echo "== $n clients on one worker (ulimit -n $(ulimit -n))"
+  GATEWAY_SCALE_CLIENTS=$n cargo nextest run --release --test gateway_scale --run-ignored ignored-only \
+    --no-capture 2>&1 | grep -E "clients in|memory:|status: .* clients|holding|round trip|PASS|FAIL|panicked"
+done

@@ -103,18 +103,53 @@ fn one_worker_holds_more_clients_than_a_connection_has_channels() {
     hold_idle_clients(2_500);
 }
 
+/// `GATEWAY_SCALE_CLIENTS` clients (default 10,000) connect to one worker, stay connected
+/// through three socket.io heartbeat rounds (answering every ping), and each round-trips one
+/// request through the echo agent. A process may hold at most `ulimit -Hn` descriptors: the
+/// worker needs one per client and so does this test, which bounds the count on a machine.
 #[test]
 #[ignore = "heavy: run by bench/gateway.sh"]
-fn one_worker_holds_ten_thousand_idle_clients() {
-    hold_idle_clients(10_000);
+fn one_worker_holds_many_idle_clients_through_heartbeats() {
+    let clients = std::env::var("GATEWAY_SCALE_CLIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    hold_idle_clients_with(clients, Hold::ThroughHeartbeats);
 }
 
 fn hold_idle_clients(clients: usize) {
-    let cluster = Cluster::start(
+    hold_idle_clients_with(clients, Hold::Idle);
+}
+
+/// What the clients do once connected.
+#[derive(Clone, Copy, PartialEq)]
+enum Hold {
+    /// Nothing: memory is read at once.
+    Idle,
+    /// Answer socket.io pings for three heartbeat rounds, then round-trip once each.
+    ThroughHeartbeats,
+}
+
+/// socket.io ping interval and timeout (seconds) of the heartbeat run.
+const PING_INTERVAL: u64 = 5;
+const PING_TIMEOUT: u64 = 10;
+
+fn hold_idle_clients_with(clients: usize, hold: Hold) {
+    let heartbeats = match hold {
+        Hold::Idle => "gateway.socketio.interval=60\ngateway.socketio.timeout=120\n".to_string(),
+        Hold::ThroughHeartbeats => {
+            common::agent::start_agent();
+            format!(
+                "gateway.socketio.interval={PING_INTERVAL}\ngateway.socketio.timeout={PING_TIMEOUT}\n\
+                 gateway.rabbitmq.maxQueueDeclaresPerSecond=5000\n"
+            )
+        }
+    };
+    let cluster = Cluster::start(&format!(
         "cluster.workerCount=1\ncluster.drainTimeout=20000\nfrontend.session_secret=s\n\
          cluster.heartbeatInterval=1000\ncluster.workerTimeout=20000\ncluster.watchdogInterval=1000\n\
-         frontend.logLevel=info\ngateway.socketio.interval=60\ngateway.socketio.timeout=120\n",
-    );
+         frontend.logLevel=info\n{heartbeats}"
+    ));
     let url = ws::url(cluster.addr());
     let pid = cluster.worker_pids()[0];
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -151,6 +186,10 @@ fn hold_idle_clients(clients: usize) {
     let connected = Memory::of(pid);
     report("after connect", connected, ("sockets open", open), clients);
     report("total", connected, ("idle", idle), clients);
+    let sockets = match hold {
+        Hold::Idle => sockets,
+        Hold::ThroughHeartbeats => runtime.block_on(through_heartbeats(&cluster, sockets)),
+    };
     drop(sockets);
     let worker = common::wait_for("every client gone", || {
         let status = cluster.status()?;
@@ -175,4 +214,70 @@ fn hold_idle_clients(clients: usize) {
         worker["rss"], worker["heap_used"], worker["heap_total"]
     );
     report("after trim", Memory::of(pid), ("idle", idle), clients);
+}
+
+/// Every socket answers pings for three heartbeat rounds (the worker must still count all of
+/// them), then sends one `testCall` and waits for its push; returns the sockets.
+async fn through_heartbeats(cluster: &Cluster, sockets: Vec<Ws>) -> Vec<Ws> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let clients = sockets.len();
+    let (go, wait) = tokio::sync::watch::channel(false);
+    let tasks: Vec<_> = sockets
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut ws)| {
+            let mut go = wait.clone();
+            tokio::spawn(async move {
+                // Pings only, until told to round-trip.
+                loop {
+                    tokio::select! {
+                        changed = go.changed() => {
+                            changed.map_err(|_| "stopped".to_string())?;
+                            break;
+                        }
+                        frame = ws.next() => match frame {
+                            Some(Ok(Message::Text(t))) if t.as_str() == "2" => ws
+                                .send(Message::text("3"))
+                                .await
+                                .map_err(|e| format!("client {i}: pong: {e}"))?,
+                            Some(Ok(_)) => {}
+                            Some(Err(e)) => return Err(format!("client {i}: {e}")),
+                            None => return Err(format!("client {i}: closed while idle")),
+                        },
+                    }
+                }
+                let id = format!("scale-{i}");
+                ws.send(Message::text(format!(
+                    r#"42["testCall",{{"cn":"TestCall","messageId":"{id}"}}]"#
+                )))
+                .await
+                .map_err(|e| format!("client {i}: send: {e}"))?;
+                let push = ws::read_until(&mut ws, r#"42["push""#).await?;
+                if !push.contains(&id) {
+                    return Err(format!("client {i}: push for another request: {push}"));
+                }
+                Ok::<Ws, String>(ws)
+            })
+        })
+        .collect();
+    let held = Duration::from_secs(3 * PING_INTERVAL + PING_TIMEOUT);
+    eprintln!("holding {clients} clients through heartbeats for {held:?}");
+    tokio::time::sleep(held).await;
+    let worker = &common::workers(&cluster.status().expect("status"))[0];
+    let still = worker["clients"].as_u64().unwrap_or(0);
+    eprintln!("status: {still} clients after {held:?} of heartbeats");
+    assert_eq!(still, clients as u64, "clients lost during heartbeats");
+    let started = Instant::now();
+    go.send(true).expect("clients listening");
+    let mut back = Vec::with_capacity(clients);
+    for task in tasks {
+        match task.await {
+            Ok(Ok(ws)) => back.push(ws),
+            Ok(Err(e)) => panic!("{e}"),
+            Err(e) => panic!("client task: {e}"),
+        }
+    }
+    eprintln!("round trip: {clients} clients in {:?}", started.elapsed());
+    back
 }
