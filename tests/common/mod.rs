@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod keys;
+pub mod legacy;
 pub mod percero;
 pub mod ws;
 
