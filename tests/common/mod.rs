@@ -6,6 +6,7 @@ pub mod agent;
 pub mod keys;
 pub mod legacy;
 pub mod percero;
+pub mod recovery;
 pub mod ws;
 
 use std::io::{BufRead, BufReader, Read, Write};
