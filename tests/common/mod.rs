@@ -7,6 +7,7 @@ pub mod keys;
 pub mod legacy;
 pub mod percero;
 pub mod recovery;
+pub mod scale;
 pub mod ws;
 
 use std::io::{BufRead, BufReader, Read, Write};
