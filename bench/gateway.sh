@@ -5,9 +5,26 @@
 # client's `connect` (queue declared and consumed); each `memory:` line gives the RSS and its
 # anonymous part, and the bytes per client since the step before. The last line, `total`, is the
 # number to compare: (RSS with N clients - RSS idle) / N.
-# Usage: bench/gateway.sh   (needs RabbitMQ on localhost:5672: scripts/setup.sh starts it)
+# `--protocol 0.9` holds socket.io 0.9 clients (handshake, then the websocket; what the
+# ActiveStack SDKs speak) instead of socket.io v5 ones: tests/legacy_scale.rs, not
+# tests/gateway_scale.rs.
+# Usage: bench/gateway.sh [--protocol v4|0.9]
+#        (needs RabbitMQ on localhost:5672: scripts/setup.sh starts it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PROTOCOL=v4
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --protocol) PROTOCOL=$2; shift 2;;
+    -h|--help) sed -n 2,12p "$0"; exit 0;;
+    *) echo "unknown argument $1" >&2; exit 2;;
+  esac
+done
+case "$PROTOCOL" in
+  v4) TEST=gateway_scale;;
+  0.9) TEST=legacy_scale;;
+  *) echo "--protocol is v4 or 0.9, not $PROTOCOL" >&2; exit 2;;
+esac
 ulimit -n "$(ulimit -Hn)" || true
-cargo nextest run --release --test gateway_scale --run-ignored ignored-only --no-capture 2>&1 \
+cargo nextest run --release --test "$TEST" --run-ignored ignored-only --no-capture 2>&1 \
   | grep -E "clients in|memory:|status: .* clients|PASS|FAIL"
