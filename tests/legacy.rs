@@ -286,6 +286,53 @@ fn the_sdk_flow_over_socket_io_0_9_beside_a_v4_client() {
     }
 }
 
+/// SIGHUP replaces every worker: a draining worker closes its websockets without a socket.io
+/// disconnect, so a 0.9 client with socket.io's own reconnection handshakes again by itself, and
+/// the SDK (which reconnects by its own timer after any disconnect) resumes its logged-in
+/// session on a new worker.
+#[test]
+fn a_reload_moves_0_9_clients_to_the_new_workers() {
+    let d = start_dropin();
+    let (mut sdk, _) = Sdk::connect(&d.cluster, None);
+    sdk.log_in("alice");
+    let old_id = keys::client_id(&sdk.kept.session);
+    let (mut by_itself, _) = legacy::connect_with(&d.cluster, json!({"reconnection": true}));
+    by_itself.emit(
+        "message",
+        json!({"connect": {"ensureMessageDelivery": true}}),
+    );
+    by_itself.wait("gatewayConnectAck", |_| true);
+
+    d.cluster.signal(nix::sys::signal::Signal::SIGHUP);
+    for client in [&mut sdk.client, &mut by_itself] {
+        let reason = client.wait("disconnect", |_| true);
+        assert_ne!(
+            reason, "booted",
+            "a socket.io disconnect: clients would not reconnect"
+        );
+    }
+    by_itself.wait("connect", |n| n.as_u64() >= Some(2));
+    by_itself.emit(
+        "message",
+        json!({"connect": {"ensureMessageDelivery": true}}),
+    );
+    by_itself.wait("gatewayConnectAck", |_| true);
+
+    let Sdk { client, kept } = sdk;
+    drop(client);
+    let (mut again, key) = Sdk::connect(&d.cluster, Some(kept));
+    let session = keys::session(&json!(key));
+    assert_eq!(session["existingClientId"], old_id.as_str());
+    assert!(keys::logged_in(&session), "{session}");
+    decoded_as(
+        &d.percero
+            .wait_request("reconnect", &keys::client_id(&session)),
+        classes::RECONNECT_REQUEST,
+    );
+    again.find_by_id();
+    d.cluster.wait_ready();
+}
+
 /// A 0.9 and a v4 client on the same port, each with many requests in flight at once.
 #[test]
 fn v4_and_0_9_clients_round_trip_side_by_side() {
@@ -331,6 +378,26 @@ fn v4_and_0_9_clients_round_trip_side_by_side() {
             .sum();
         (total == 2).then_some(())
     });
+}
+
+/// Messages longer than a 16-bit websocket length, and text beyond ASCII, both ways.
+#[test]
+fn large_and_non_ascii_messages_cross_both_ways() {
+    let cluster = start();
+    let mut client = legacy::connect(&cluster);
+    client.gateway_connect();
+    let blob = "é€𝄞 ".repeat(20_000);
+    client.emit(
+        "testCall",
+        json!({"cn": "TestCall", "messageId": "big", "blob": blob}),
+    );
+    let push = client.push_for("big");
+    assert_eq!(push["request"]["blob"].as_str(), Some(blob.as_str()));
+    client.emit("message", json!({"ack": {"correspondingMessageId": "big"}}));
+    // The client's own goodbye (`0::`) ends its session on the server.
+    let (_, session) = client.gateway_connect();
+    client.close();
+    cluster.wait_log(&["connection ended", &session.client_id]);
 }
 
 /// The server ends a 0.9 session with `0::` (an EOL for the client): the client sees its
