@@ -4,35 +4,52 @@
 # count (default 1 10 100 1000) it reports round trips/s, latency p50/p99/max and the CPU time
 # per round trip of every gateway process summed (ours: master, 2 workers and the standby;
 # Node: primary and 2 workers); the same load against bench/node-gateway/server.js (socket.io 4
-# + amqplib + node cluster, 2 workers) for a side-by-side ratio.
+# + amqplib + node cluster, 2 workers) for a side-by-side ratio. `--protocol 0.9` drives
+# socket.io 0.9 clients (socket.io-client 0.9.17, what the ActiveStack SDKs load) instead of
+# socket.io-client 4; the Node reference serves socket.io 4 only, so it is left out then.
 #
-# Usage: bench/roundtrip.sh [--only ours|node] [--clients "1 100 1000"] [--seconds 5]
-#        SKIP_BUILD=1 to skip `cargo build --release`.
+# Usage: bench/roundtrip.sh [--protocol v4|0.9] [--only ours|node] [--clients "1 100 1000"]
+#                           [--seconds 5]
+#        SKIP_BUILD=1 to skip `cargo build --release` (the binary: $CARGO_TARGET_DIR/release,
+#        target/release by default).
 # Needs: RabbitMQ on 127.0.0.1:5672 (guest/guest), node >= 18. Installs its npm packages
 # (package-lock.json) into bench/roundtrip and bench/node-gateway if missing.
-# Output: bench/results/roundtrip.{md,json} and, with matplotlib, roundtrip.png (git-ignored); logs in a
+# Output: bench/results/roundtrip.{md,json} and, with matplotlib, roundtrip.png (git-ignored;
+# with --protocol 0.9: roundtrip-0.9.*); logs in a
 # temp dir printed at the end. Loopback only; every run is bounded (connect <= 60 s, measure
 # <= --seconds and <= 2,000,000 round trips).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-ONLY=""; CLIENTS="1 10 100 1000"; SECONDS_PER_RUN=5
+ONLY=""; CLIENTS="1 10 100 1000"; SECONDS_PER_RUN=5; PROTOCOL=v4
 while [ $# -gt 0 ]; do
   case "$1" in
+    --protocol) PROTOCOL=$2; shift 2;;
     --only) ONLY=$2; shift 2;;
     --clients) CLIENTS=$2; shift 2;;
     --seconds) SECONDS_PER_RUN=$2; shift 2;;
-    -h|--help) sed -n 2,15p "$0"; exit 0;;
+    -h|--help) sed -n 2,20p "$0"; exit 0;;
     *) echo "unknown argument $1" >&2; exit 2;;
   esac
 done
+case "$PROTOCOL" in
+  v4) OUT=roundtrip;;
+  0.9)
+    OUT=roundtrip-0.9
+    [ "$ONLY" != node ] || { echo "the Node reference serves socket.io 4 only" >&2; exit 2; }
+    ONLY=ours;;
+  *) echo "--protocol is v4 or 0.9, not $PROTOCOL" >&2; exit 2;;
+esac
+export PROTOCOL
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 export CLK_TCK
 CLK_TCK=$(getconf CLK_TCK)
 
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release
-for d in bench/roundtrip bench/node-gateway; do
-  [ -d "$d/node_modules" ] || (cd "$d" && npm ci --no-audit --no-fund)
+BIN=${CARGO_TARGET_DIR:-target}/release/activestack-gateway
+for need in bench/roundtrip/node_modules/socket.io-client-legacy bench/node-gateway/node_modules; do
+  d=${need%%/node_modules*}
+  [ -d "$need" ] || (cd "$d" && npm ci --no-audit --no-fund)
 done
 
 TMP=$(mktemp -d /tmp/roundtrip.XXXXXX)
@@ -61,7 +78,7 @@ export OTHER_PIDS="agent:$AGENT${RABBIT:+,rabbitmq:$RABBIT}"
 run_load() { # side url pids
   local side=$1 url=$2 pids=$3 n out
   for n in $CLIENTS; do
-    echo "== $side, $n clients" >&2
+    echo "== $side, $n socket.io $PROTOCOL clients" >&2
     if out=$(timeout $((SECONDS_PER_RUN + 90)) node bench/roundtrip/load.js "$url" "$n" "$SECONDS_PER_RUN" "$pids" 2>>"$TMP/load-$side.err"); then
       echo "$out" | sed "s/^{/{\"side\":\"$side\",/" >> "$RESULTS"
       echo "   $out" >&2
@@ -86,11 +103,11 @@ cluster.controlSocket=$TMP/control.sock
 gateway.rabbitmq.host=127.0.0.1
 gateway.rabbitmq.port=5672
 CONF
-  target/release/activestack-gateway server "$CONF" > "$TMP/gateway.out" 2> "$TMP/gateway.err" &
+  "$BIN" server "$CONF" > "$TMP/gateway.out" 2> "$TMP/gateway.err" &
   MASTER=$!; PIDS_TO_KILL+=("$MASTER")
   WPIDS=""
   for _ in $(seq 200); do
-    WPIDS=$(target/release/activestack-gateway status "$CONF" --json 2>/dev/null | node -e '
+    WPIDS=$("$BIN" status "$CONF" --json 2>/dev/null | node -e '
       let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{try{const j=JSON.parse(s);
       const w=(j.workers||[]).filter(w=>w.role==="gateway"&&w.state==="ready");
       const sb=(j.standby||[]).filter(w=>w.state==="ready");
@@ -100,7 +117,7 @@ CONF
   [ -n "$WPIDS" ] || { echo "gateway workers not ready:"; tail "$TMP/gateway.err"; exit 1; }
   echo "gateway master $MASTER workers $WPIDS port $PORT" >&2
   run_load ours "http://127.0.0.1:$PORT" "$WPIDS"
-  target/release/activestack-gateway status "$CONF" --json > "$TMP/gateway-status-after.json" 2>/dev/null || true
+  "$BIN" status "$CONF" --json > "$TMP/gateway-status-after.json" 2>/dev/null || true
   kill "$MASTER"; wait "$MASTER" 2>/dev/null || true
 fi
 
@@ -117,13 +134,13 @@ if [ "$ONLY" != ours ]; then
 fi
 
 mkdir -p bench/results
-node bench/roundtrip/report.js "$RESULTS" bench/results/roundtrip.json bench/results/roundtrip.md "$TMP"
-cat bench/results/roundtrip.md
+node bench/roundtrip/report.js "$RESULTS" "bench/results/$OUT.json" "bench/results/$OUT.md" "$TMP"
+cat "bench/results/$OUT.md"
 PY=python3
 [[ -x bench/.venv/bin/python ]] && PY=bench/.venv/bin/python
 if "$PY" -c 'import matplotlib' 2>/dev/null; then
-  "$PY" bench/roundtrip_plot.py bench/results/roundtrip.json bench/results/roundtrip.png
-  echo "plot: bench/results/roundtrip.png" >&2
+  "$PY" bench/roundtrip_plot.py "bench/results/$OUT.json" "bench/results/$OUT.png"
+  echo "plot: bench/results/$OUT.png" >&2
 else
   echo "no matplotlib (bench/run-supervisor.sh installs it into bench/.venv): no plot" >&2
 fi

@@ -22,7 +22,8 @@ if ! command -v node >/dev/null 2>&1; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
 fi
-if [ ! -d tests/e2e/node_modules/centrifuge ] || [ ! -d tests/e2e/node_modules/socket.io-client ]; then
+if [ ! -d tests/e2e/node_modules/centrifuge ] || [ ! -d tests/e2e/node_modules/socket.io-client ] \
+  || [ ! -d tests/e2e/node_modules/socket.io-client-legacy ]; then
   echo "== npm ci tests/e2e"
   npm ci --prefix tests/e2e --no-audit --no-fund
 fi

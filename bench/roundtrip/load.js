@@ -1,14 +1,16 @@
-// Round-trip load for bench/roundtrip.sh. N socket.io clients (websocket only); each sends
+// Round-trip load for bench/roundtrip.sh. N socket.io clients (websocket only): socket.io-client
+// 4, or with PROTOCOL=0.9 socket.io-client 0.9.17 (the ActiveStack SDKs' client, installed as
+// `socket.io-client-legacy`, with the SDK's options). Each sends
 // `message {connect:{}}`, waits for `gatewayConnectAck`, then loops: emit `testCall` with a
 // unique messageId, wait for the `push` with that correspondingMessageId, ack it with
 // `message {ack:{correspondingMessageId}}`, next. Closed loop, one request in flight per client.
 // Bounded: connect phase <= CONNECT_TIMEOUT s, measure phase <= DURATION s and <= MAX_RT round
 // trips in total. CPU: utime+stime of PIDS (comma list) from /proc/<pid>/stat, read at the start
 // and end of the measure phase.
-// Usage: node load.js URL CLIENTS DURATION_S PIDS [MAX_RT]   -> one JSON line on stdout
+// Usage: [PROTOCOL=v4|0.9] node load.js URL CLIENTS DURATION_S PIDS [MAX_RT]
+//        -> one JSON line on stdout
 "use strict";
 const fs = require("fs");
-const { io } = require("socket.io-client");
 
 const [url, nArg, durArg, pidsArg, maxArg] = process.argv.slice(2);
 const N = parseInt(nArg, 10);
@@ -18,6 +20,29 @@ const MAX_RT = parseInt(maxArg || "2000000", 10);
 const CONNECT_TIMEOUT = parseFloat(process.env.CONNECT_TIMEOUT || "60") * 1000;
 const CONNECT_BATCH = parseInt(process.env.CONNECT_BATCH || "50", 10);
 const CLK_TCK = parseInt(process.env.CLK_TCK || "100", 10);
+const PROTOCOL = process.env.PROTOCOL || "v4";
+if (PROTOCOL !== "v4" && PROTOCOL !== "0.9") {
+  console.error(`PROTOCOL is v4 or 0.9, not ${PROTOCOL}`);
+  process.exit(2);
+}
+
+/// A new socket, connecting; `onFailure(message)` if it cannot connect.
+function open(onFailure) {
+  if (PROTOCOL === "0.9") {
+    // ActiveSDKJavaScript src/ActiveStackClient.js's options.
+    const s = require("socket.io-client-legacy").connect(url, {
+      "force new connection": true, reconnect: false, "try multiple transports": false,
+      "connect timeout": 20000,
+    });
+    s.on("error", (e) => { if (!s.socket.connected) onFailure(String(e)); });
+    s.on("connect_failed", () => onFailure("connect_failed"));
+    s.close = () => s.disconnect();
+    return s;
+  }
+  const s = require("socket.io-client").io(url, { transports: ["websocket"], reconnection: false, forceNew: true, timeout: 20000 });
+  s.on("connect_error", (e) => onFailure(e.message));
+  return s;
+}
 
 // Other processes to account for (where the 2 cores went): OTHER_PIDS="agent:123,rabbitmq:456".
 const OTHER = (process.env.OTHER_PIDS || "").split(",").filter(Boolean).map((x) => x.split(":"));
@@ -40,9 +65,8 @@ const sockets = [];
 
 function connectOne(i) {
   return new Promise((resolve, reject) => {
-    const s = io(url, { transports: ["websocket"], reconnection: false, forceNew: true, timeout: 20000 });
+    const s = open((message) => reject(new Error(`client ${i}: ${message}`)));
     const c = { s, seq: 0, pendingId: null, sentAt: 0 };
-    s.on("connect_error", (e) => reject(new Error(`client ${i}: ${e.message}`)));
     s.on("disconnect", () => { if (!stopped) disconnects++; });
     s.on("gatewayError", () => { errors++; });
     s.once("gatewayConnectAck", () => { sockets.push(c); resolve(c); });
@@ -101,7 +125,7 @@ function send(c, i) {
   const q = (p) => (l.length ? l[Math.min(l.length - 1, Math.floor(p * l.length))] : null);
   const cpuUs = ((cpu1 - cpu0) * 1e6) / CLK_TCK;
   const out = {
-    clients: N, connectMs, seconds: +elapsed.toFixed(3), roundTrips: done,
+    protocol: PROTOCOL, clients: N, connectMs, seconds: +elapsed.toFixed(3), roundTrips: done,
     rtPerSec: +(done / elapsed).toFixed(1),
     p50ms: q(0.5), p99ms: q(0.99), maxms: l.length ? l[l.length - 1] : null,
     cpuSec: cpuUs / 1e6, cpuUsPerRt: done ? +(cpuUs / done).toFixed(1) : null,

@@ -9,7 +9,8 @@ const counts = [...new Set(rows.map((r) => r.clients))].sort((a, b) => a - b);
 const fmt = (r) => !r ? "– | – | – | – | –" : r.failed ? "failed | | | |"
   : `${Math.round(r.rtPerSec)} | ${r.p50ms.toFixed(2)} | ${r.p99ms.toFixed(2)} | ${r.maxms.toFixed(1)} | ${Math.round(r.cpuUsPerRt)}`;
 const ratio = (a, b) => (a && b && !a.failed && !b.failed ? (a.rtPerSec / b.rtPerSec).toFixed(2) + "×" : "–");
-let md = "# Round trip: socket.io client -> gateway -> RabbitMQ -> echo agent -> gateway -> push -> ack\n\n";
+const protocols = [...new Set(rows.map((r) => r.protocol).filter(Boolean))];
+let md = `# Round trip: socket.io ${protocols.join("/") || "v4"} client -> gateway -> RabbitMQ -> echo agent -> gateway -> push -> ack\n\n`;
 md += "Closed loop, one request in flight per client, `testCall` to the echo agent (bench/roundtrip/agent.js). ";
 md += "Latency in ms; CPU = utime+stime of every gateway process (ours: master, 2 workers, standby; node: primary, 2 workers) over the measure window / round trips. ";
 md += "Load generator, echo agent, RabbitMQ and the gateway share the same 2 cores.\n\n";

@@ -75,7 +75,12 @@ impl JsClient {
 
     /// A client not connected yet: `send` it a `connect` op (with TLS options, say).
     pub fn spawn() -> JsClient {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/client.js");
+        Self::spawn_script(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/client.js"))
+    }
+
+    /// A driver of the same commands and events on another client library (the socket.io 0.9
+    /// one: `tests/common/legacy.rs`), not connected yet.
+    pub fn spawn_script(script: &Path) -> JsClient {
         let mut child = Command::new("node")
             .arg(script)
             .stdin(Stdio::piped())

@@ -4,7 +4,10 @@
 
 pub mod agent;
 pub mod keys;
+pub mod legacy;
 pub mod percero;
+pub mod recovery;
+pub mod scale;
 pub mod ws;
 
 use std::io::{BufRead, BufReader, Read, Write};
