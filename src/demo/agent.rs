@@ -149,6 +149,7 @@ async fn serve(
         );
         let mut deliveries = stream::select_all(consumers);
         let mut lost = conn.lost();
+        let mut dropped = 0u64;
         answering = true;
         loop {
             tokio::select! {
@@ -158,6 +159,7 @@ async fn serve(
                 }
                 next = deliveries.next() => match next {
                     Some((queue, Ok(delivery))) => {
+                        let publications = (publications, &mut dropped);
                         answer(&conn, replies, agent, publications, queue, delivery);
                     }
                     Some((_, Err(e))) => return Err(DemoError::rabbit("a consumer failed")(e)),
@@ -173,12 +175,13 @@ async fn serve(
 }
 
 /// Answers one request: its reply to the client's queue (the delivery is acked once the reply
-/// is confirmed), its publication to the publisher.
+/// is confirmed), its publication to the publisher (dropped, and counted, while NATS is so far
+/// behind that [`PUBLICATIONS_QUEUED`] wait).
 fn answer(
     conn: &Connection,
     replies: amqp::ChannelRef,
     agent: &mut Agent,
-    publications: &mpsc::Sender<Publication>,
+    (publications, dropped): (&mpsc::Sender<Publication>, &mut u64),
     queue: &'static str,
     delivery: Delivery,
 ) {
@@ -198,12 +201,15 @@ fn answer(
         "demo agent: {request}"
     );
     if let Some(publication) = answer.publication
-        && let Err(mpsc::error::TrySendError::Full(p)) = publications.try_send(publication)
+        && let Err(mpsc::error::TrySendError::Full(_)) = publications.try_send(publication)
     {
-        tracing::warn!(
-            user = p.user,
-            "demo agent: NATS is behind; a publication was dropped"
-        );
+        *dropped += 1;
+        if dropped.is_power_of_two() {
+            tracing::warn!(
+                dropped = *dropped,
+                "demo agent: NATS is unreachable or behind; publications dropped"
+            );
+        }
     }
     let (Some(reply), Some(reply_to)) = (answer.reply, delivery.reply_to.as_deref()) else {
         conn.settle(delivery.channel, delivery.tag, Settle::Ack);
