@@ -12,7 +12,7 @@ use activestack_gateway::output::{self, StdoutError};
 use activestack_gateway::status::{query_status, render_table};
 use activestack_gateway::supervisor;
 use activestack_gateway::tls::TlsFiles;
-use activestack_gateway::worker::{self, IPC_FD, LISTEN_FD, WorkerArgs};
+use activestack_gateway::worker::{self, IPC_FD, LISTEN_FD, WorkerArgs, WorkerKind};
 
 /// Exit code for a config file that cannot be read or is invalid.
 const EXIT_CONFIG: u8 = 2;
@@ -94,8 +94,11 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         slot: usize,
         /// Run the outbox relay instead of a gateway worker.
-        #[arg(long, conflicts_with = "standby")]
+        #[arg(long, conflicts_with_all = ["standby", "demo"])]
         relay: bool,
+        /// Run the demo agent instead of a gateway worker.
+        #[arg(long, conflicts_with = "standby")]
+        demo: bool,
         /// Start as the standby gateway worker: initialise, then wait to be given a slot.
         #[arg(long)]
         standby: bool,
@@ -135,24 +138,30 @@ fn main() -> ExitCode {
         Command::Worker {
             slot,
             relay,
+            demo,
             standby,
             listen_fd,
             ipc_fd,
-        } => worker::run(WorkerArgs {
-            slot,
-            relay,
-            standby,
-            listen_fd,
-            ipc_fd,
-        })
-        .map(|()| ExitCode::SUCCESS)
-        .with_context(|| {
-            if standby {
-                "worker (started as the standby) failed".to_string()
-            } else {
-                format!("worker {slot} failed")
-            }
-        }),
+        } => {
+            let kind = match (relay, demo, standby) {
+                (true, _, _) => WorkerKind::Relay,
+                (_, true, _) => WorkerKind::Demo,
+                (_, _, true) => WorkerKind::Standby,
+                _ => WorkerKind::Gateway { slot },
+            };
+            worker::run(WorkerArgs {
+                kind,
+                listen_fd,
+                ipc_fd,
+            })
+            .map(|()| ExitCode::SUCCESS)
+            .with_context(|| match kind {
+                WorkerKind::Gateway { slot } => format!("worker {slot} failed"),
+                WorkerKind::Standby => "worker (started as the standby) failed".to_string(),
+                WorkerKind::Relay => "the relay failed".to_string(),
+                WorkerKind::Demo => "the demo agent failed".to_string(),
+            })
+        }
     };
     match result {
         Ok(code) => code,

@@ -27,6 +27,17 @@ if [ ! -d tests/e2e/node_modules/centrifuge ] || [ ! -d tests/e2e/node_modules/s
   echo "== npm ci tests/e2e"
   npm ci --prefix tests/e2e --no-audit --no-fund
 fi
+# --- the demo page's browser test: Debian's chromium, driven by npm playwright-core (which
+# downloads no browser of its own) ---
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "== installing chromium"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+fi
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  echo "== npm ci tests/browser"
+  npm ci --prefix tests/browser --no-audit --no-fund
+fi
 if ! tests/e2e/.venv/bin/python -c "import socketio, websocket, cent" >/dev/null 2>&1; then
   echo "== python venv tests/e2e/.venv (python-socketio)"
   if ! python3 -m venv tests/e2e/.venv >/dev/null 2>&1; then

@@ -25,11 +25,14 @@
 //! - [`relay`]: the MongoDB outbox -> NATS JetStream message relay and the EVENTS stream set-up.
 //! - [`realtime`]: Centrifugo-compatible delivery of the EVENTS stream to users (websocket,
 //!   SSE, server API), with history, recovery and presence in Redis.
+//! - [`demo`]: the demo (`demo.enabled`): an agent standing in for the backend, and the page
+//!   the workers serve at `/demo`.
 
 pub mod amqp;
 pub mod backoff;
 pub mod config;
 pub mod console;
+pub mod demo;
 pub mod gateway;
 pub mod ipc;
 pub mod logging;

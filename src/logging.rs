@@ -32,6 +32,8 @@ pub enum Role {
     Standby,
     /// The outbox relay, supervised by the master or run by hand.
     Relay,
+    /// The demo agent (`demo.enabled`), supervised by the master.
+    Demo,
     /// One-shot commands (`status`, `check-config`).
     Cli,
 }
@@ -43,6 +45,7 @@ impl fmt::Display for Role {
             Role::Worker { slot } => write!(f, "worker[{slot}]"),
             Role::Standby => f.write_str("standby"),
             Role::Relay => f.write_str("relay"),
+            Role::Demo => f.write_str("demo"),
             Role::Cli => f.write_str("cli"),
         }
     }

@@ -14,6 +14,8 @@ pub struct Delivery {
     pub channel: ChannelRef,
     pub tag: u64,
     pub redelivered: bool,
+    /// The `reply-to` property (where an agent sends its answer).
+    pub reply_to: Option<String>,
     pub body: Vec<u8>,
 }
 

@@ -73,6 +73,8 @@ struct Content {
     incoming: Incoming,
     /// From the content header; `None` until it has come.
     size: Option<u64>,
+    /// The content header's `reply-to` property.
+    reply_to: Option<String>,
     body: Vec<u8>,
 }
 
@@ -403,7 +405,10 @@ impl State {
             AMQPFrame::Heartbeat(_) | AMQPFrame::ProtocolHeader(_) => {}
             AMQPFrame::Method(0, AMQPClass::Connection(method)) => self.on_connection(method),
             AMQPFrame::Method(id, class) => self.on_method(id, class),
-            AMQPFrame::Header(id, _, header) => self.on_header(id, header.body_size),
+            AMQPFrame::Header(id, _, header) => {
+                let reply_to = header.properties.reply_to().as_ref().map(|r| r.to_string());
+                self.on_header(id, header.body_size, reply_to)
+            }
             AMQPFrame::Body(id, data) => self.on_body(id, data),
         }
     }
@@ -565,16 +570,18 @@ impl State {
             chan.content = Some(Content {
                 incoming,
                 size: None,
+                reply_to: None,
                 body: Vec::new(),
             });
         }
     }
 
-    fn on_header(&mut self, id: u16, size: u64) {
+    fn on_header(&mut self, id: u16, size: u64, reply_to: Option<String>) {
         let Some(content) = self.channels.get_mut(&id).and_then(|c| c.content.as_mut()) else {
             return;
         };
         content.size = Some(size);
+        content.reply_to = reply_to;
         if size == 0 {
             self.complete_content(id);
         }
@@ -601,7 +608,13 @@ impl State {
         let Some(chan) = self.channels.get_mut(&id) else {
             return;
         };
-        let Some(Content { incoming, body, .. }) = chan.content.take() else {
+        let Some(Content {
+            incoming,
+            body,
+            reply_to,
+            ..
+        }) = chan.content.take()
+        else {
             return;
         };
         match incoming {
@@ -617,6 +630,7 @@ impl State {
                     },
                     tag,
                     redelivered,
+                    reply_to,
                     body,
                 }),
                 None => {

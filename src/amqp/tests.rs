@@ -59,6 +59,7 @@ async fn publish_consume_settle_and_confirm() {
             .unwrap()
             .unwrap()
             .unwrap();
+        assert_eq!(d.reply_to.as_deref(), Some(queue.as_str()));
         if i == 7 {
             assert_eq!(d.body.len(), big.len());
         } else {

@@ -851,8 +851,9 @@ pub(crate) static KEYS: &[KeySpec] = &[
         default: "false",
         doc: "Deliver the EVENTS stream to users, Centrifugo-compatible: the workers consume \
               realtime.nats.stream, keep history and presence in Redis (gateway.redis.*) and \
-              serve /connection/websocket, /connection/uni_sse and /api/*.",
-        sample: Sample::Default,
+              serve /connection/websocket, /connection/uni_sse and /api/*. This file sets it \
+              for the demo (demo.enabled).",
+        sample: Sample::Value("true"),
         secret: false,
         empty: IfEmpty::Default,
         set: |c, v| set(&mut c.realtime.enabled, boolean(v)?),
@@ -1101,6 +1102,23 @@ pub(crate) static KEYS: &[KeySpec] = &[
         },
         get: |c| personal(c, |n| n.allow_user_limited_channels.to_string()),
     },
+    KeySpec {
+        name: "demo.enabled",
+        unit: "true/false",
+        default: "false",
+        doc: "Run the demo: the master starts a demo agent that stands in for the backend on \
+              RabbitMQ (it logs any user in, answers testCall, and publishes an event to the \
+              caller's realtime channel through NATS JetStream for each one), and the workers \
+              serve the page http://<frontend.host>:<frontend.port>/demo. Never with a real \
+              backend on the same RabbitMQ: the agent would take its requests. This file sets \
+              it (and realtime.enabled) for the README's first command; set both to false in \
+              production.",
+        sample: Sample::Value("true"),
+        secret: false,
+        empty: IfEmpty::Default,
+        set: |c, v| set(&mut c.demo.enabled, boolean(v)?),
+        get: |c| c.demo.enabled.to_string(),
+    },
 ];
 
 /// A value of the `personal` namespace (empty when a Centrifugo config has none).
@@ -1123,6 +1141,10 @@ const GROUPS: &[(&str, &str)] = &[
     (
         "realtime.",
         "realtime.*: Centrifugo-compatible delivery of the events to users",
+    ),
+    (
+        "demo.",
+        "demo.*: the demo agent and page (see the README's Demo section)",
     ),
 ];
 

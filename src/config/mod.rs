@@ -50,6 +50,9 @@ pub struct Config {
     /// `realtime.*`: Centrifugo-compatible delivery of the events to users.
     #[serde(default)]
     pub realtime: RealtimeConfig,
+    /// `demo.*`: the demo agent and page.
+    #[serde(default)]
+    pub demo: DemoConfig,
     /// Which keys were set in the file, and on which line (for [`Config::entries`]).
     #[serde(default)]
     pub origins: Origins,
@@ -220,6 +223,14 @@ pub struct RabbitMqConfig {
     pub max_queue_declares_per_second: u32,
 }
 
+/// `demo.*`: what a newcomer needs to see the gateway work without a backend.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DemoConfig {
+    /// `demo.enabled`, default false: the master runs the demo agent (a stand-in for the
+    /// backend on RabbitMQ, [`crate::demo`]) and the workers serve `/demo`.
+    pub enabled: bool,
+}
+
 /// What [`Config::load`] / [`Config::parse`] / [`Config::resolve`] give: the config and the
 /// warnings about its file (sorted by line).
 #[derive(Debug, Clone, PartialEq)]
@@ -384,6 +395,7 @@ impl Config {
             gateway: GatewayConfig::default(),
             relay: RelayConfig::default(),
             realtime: RealtimeConfig::default(),
+            demo: DemoConfig::default(),
             origins: Origins::default(),
         }
     }

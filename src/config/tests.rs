@@ -244,6 +244,7 @@ realtime.namespace.personal.historyTtl=20
 realtime.namespace.personal.forceRecovery=false
 realtime.namespace.personal.presence=false
 realtime.namespace.personal.allowUserLimitedChannels=false
+demo.enabled=true
 ";
     let loaded = ok(text);
     assert_eq!(loaded.warnings, vec![]);
@@ -328,6 +329,7 @@ realtime.namespace.personal.allowUserLimitedChannels=false
         log_level: None,
     };
     assert_eq!(c.relay, relay);
+    assert!(c.demo.enabled);
     // Every key came from the file, on its own line, in table order.
     for entry in c.entries() {
         // realtime.centrifugoConfig cannot be set together with the other realtime keys.

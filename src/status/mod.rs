@@ -47,6 +47,8 @@ pub enum Role {
     Gateway,
     /// The MongoDB outbox -> NATS relay (`relay.enabled`).
     Relay,
+    /// The demo agent (`demo.enabled`).
+    Demo,
     /// The hot standby gateway worker (`cluster.standbyWorkers`), in no slot.
     Standby,
 }
@@ -165,6 +167,7 @@ pub fn render_table(report: &StatusReport) -> String {
             (Role::Gateway, Some(slot)) => slot.to_string(),
             (Role::Gateway, None) => "-".into(),
             (Role::Relay, _) => "relay".into(),
+            (Role::Demo, _) => "demo".into(),
             (Role::Standby, _) => "standby".into(),
         };
         out.push_str(&format!(

@@ -56,7 +56,7 @@ pub struct Spawned {
     pub channel: UnixStream,
 }
 
-/// Starts `exe worker --slot N` (`--relay`, `--standby`) with the listen socket and a new
+/// Starts `exe worker --slot N` (`--relay`, `--demo`, `--standby`) with the listen socket and a new
 /// channel.
 pub fn spawn_worker(
     exe: &Path,
@@ -77,6 +77,7 @@ pub fn spawn_worker(
     match slot {
         Place::Slot(SlotId::Gateway(index)) => command.arg("--slot").arg(index.to_string()),
         Place::Slot(SlotId::Relay) => command.arg("--relay"),
+        Place::Slot(SlotId::Demo) => command.arg("--demo"),
         Place::Standby => command.arg("--standby"),
     };
     command

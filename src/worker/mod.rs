@@ -12,7 +12,7 @@
 //! started but does not accept: it waits in *standby*, answering heartbeats, until the master
 //! sends `activate` with the slot it takes (then it accepts and serves like any worker) or tells
 //! it to stop. The relay (`--relay`) runs the outbox relay through the same loop: ready at once,
-//! serving until told to drain.
+//! serving until told to drain; so does the demo agent (`--demo`, [`crate::demo`]).
 //!
 //! What each message or signal means in each phase is decided in [`phase`]; the link to the
 //! master is [`link`]; what runs (the gateway or the relay) is [`service`].
@@ -40,7 +40,7 @@ use crate::ipc::{Channel, IpcError, MAX_FRAME, ToMaster};
 use crate::logging::{self, Role};
 use link::Link;
 use phase::{Phase, Reaction, Stop};
-use service::{GatewayService, RelayService, Service};
+use service::{DemoService, GatewayService, RelayService, Service};
 
 /// File descriptors the master hands every worker (fixed numbers, set up before exec).
 pub const LISTEN_FD: RawFd = 3;
@@ -48,13 +48,22 @@ pub const IPC_FD: RawFd = 4;
 
 #[derive(Debug, Clone, Copy)]
 pub struct WorkerArgs {
-    pub slot: usize,
-    /// Run the outbox relay instead of the gateway.
-    pub relay: bool,
-    /// Start as the standby gateway worker: `slot` is unknown until the master activates it.
-    pub standby: bool,
+    pub kind: WorkerKind,
     pub listen_fd: RawFd,
     pub ipc_fd: RawFd,
+}
+
+/// What a worker process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerKind {
+    /// The gateway worker of slot N.
+    Gateway { slot: usize },
+    /// The standby gateway worker: its slot is unknown until the master activates it.
+    Standby,
+    /// The outbox relay.
+    Relay,
+    /// The demo agent.
+    Demo,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +107,8 @@ pub enum WorkerError {
     Relay(#[from] crate::relay::RelayError),
     #[error("the relay task failed")]
     RelayTask(#[source] tokio::task::JoinError),
+    #[error("the demo agent's task failed")]
+    DemoTask(#[source] tokio::task::JoinError),
 }
 
 /// Runs the worker until it has drained or its master is gone.
@@ -141,22 +152,29 @@ async fn serve(
     channel: Channel<ToMaster, crate::ipc::ToWorker>,
 ) -> Result<(), WorkerError> {
     let (mut link, init) = Link::open(channel).await?;
-    let role = match (args.relay, args.standby) {
-        (true, _) => Role::Relay,
-        (false, true) => Role::Standby,
-        (false, false) => Role::Worker { slot: args.slot },
+    let role = match args.kind {
+        WorkerKind::Relay => Role::Relay,
+        WorkerKind::Demo => Role::Demo,
+        WorkerKind::Standby => Role::Standby,
+        WorkerKind::Gateway { slot } => Role::Worker { slot },
     };
     logging::init(role, init.config.frontend.log_level);
     let generation = init.generation;
     let drain_timeout = init.config.cluster.drain_timeout;
     let mut signals =
         Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP]).map_err(WorkerError::Signals)?;
-    let (mut service, mut phase) = if args.relay {
+    let (mut service, mut phase) = if args.kind == WorkerKind::Relay {
         drop(listener); // the relay serves no clients
         let relay = RelayService::start(&init.config);
         link.send(&ToMaster::Ready).await?;
         tracing::info!(generation, "relay ready");
         (Service::Relay(relay), Phase::Serving)
+    } else if args.kind == WorkerKind::Demo {
+        drop(listener); // the agent serves no clients: it talks to RabbitMQ and NATS
+        let demo = DemoService::start(&init.config);
+        link.send(&ToMaster::Ready).await?;
+        tracing::info!(generation, "demo agent ready");
+        (Service::Demo(demo), Phase::Serving)
     } else {
         // The master checked these files before it started us; a failure here is still an
         // error, never plain HTTP in place of TLS.
@@ -181,15 +199,15 @@ async fn serve(
             event = service.next() => match event {
                 service::Event::Started(started) => {
                     started?;
-                    if args.standby {
-                        link.send(&ToMaster::Ready).await?;
-                        tracing::info!(generation, "standby: ready, not accepting until activated");
-                        phase = Phase::Standby;
-                    } else {
-                        service.serve(args.slot)?;
+                    if let WorkerKind::Gateway { slot } = args.kind {
+                        service.serve(slot)?;
                         link.send(&ToMaster::Ready).await?;
                         tracing::info!(generation, "ready");
                         phase = Phase::Serving;
+                    } else {
+                        link.send(&ToMaster::Ready).await?;
+                        tracing::info!(generation, "standby: ready, not accepting until activated");
+                        phase = Phase::Standby;
                     }
                     continue;
                 }
@@ -205,13 +223,19 @@ async fn serve(
                     service.close().await;
                     return Err(WorkerError::RabbitLost);
                 }
-                service::Event::RelayFinished(result) => return result,
+                service::Event::RelayFinished(result) | service::Event::DemoFinished(result) => {
+                    return result;
+                }
             },
             () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                 match service {
                     Service::Gateway(_) => tracing::warn!("drain timeout: closing the connections still open"),
                     Service::Relay(_) => {
                         tracing::warn!("the relay did not stop by the drain deadline; exiting");
+                        return Ok(());
+                    }
+                    Service::Demo(_) => {
+                        tracing::warn!("the demo agent did not stop by the drain deadline; exiting");
                         return Ok(());
                     }
                 }

@@ -1,5 +1,5 @@
 //! What a worker runs: the gateway (socket.io <-> RabbitMQ, with its HTTP server and accept
-//! thread) or the relay. The worker's loop ([`super::run`]) drives either through the same few
+//! thread), the relay or the demo agent. The worker's loop ([`super::run`]) drives either through the same few
 //! calls; every call into the gateway's API is in this file.
 
 use std::future::Future;
@@ -16,6 +16,7 @@ use super::acceptor::Acceptor;
 use super::http::{HttpServer, Identity};
 use crate::backoff::Backoff;
 use crate::config::Config;
+use crate::demo::{self, DemoPage};
 use crate::gateway::{Audience, Gateway, GatewayError};
 use crate::logging;
 use crate::realtime::Realtime;
@@ -41,11 +42,14 @@ pub enum Event {
     },
     /// The relay has stopped.
     RelayFinished(Result<(), WorkerError>),
+    /// The demo agent has stopped.
+    DemoFinished(Result<(), WorkerError>),
 }
 
 pub enum Service {
     Gateway(Box<GatewayService>),
     Relay(RelayService),
+    Demo(DemoService),
 }
 
 impl Service {
@@ -55,6 +59,7 @@ impl Service {
         match self {
             Service::Gateway(g) => g.next().await,
             Service::Relay(r) => r.next().await,
+            Service::Demo(d) => d.next().await,
         }
     }
 
@@ -62,7 +67,7 @@ impl Service {
     pub fn clients(&self) -> u64 {
         match self {
             Service::Gateway(g) => g.clients(),
-            Service::Relay(_) => 0,
+            Service::Relay(_) | Service::Demo(_) => 0,
         }
     }
 
@@ -72,6 +77,10 @@ impl Service {
             Service::Gateway(g) => g.drain(timeout),
             Service::Relay(r) => {
                 r.drain();
+                0
+            }
+            Service::Demo(d) => {
+                d.drain();
                 0
             }
         }
@@ -94,6 +103,7 @@ impl Service {
         match self {
             Service::Gateway(g) => g.push(id, audience, data),
             Service::Relay(_) => Err("the relay does not push"),
+            Service::Demo(_) => Err("the demo agent does not push"),
         }
     }
 
@@ -101,7 +111,7 @@ impl Service {
     pub fn serve(&mut self, slot: usize) -> Result<(), WorkerError> {
         match self {
             Service::Gateway(g) => g.serve(slot),
-            Service::Relay(_) => Err(WorkerError::NotStarted),
+            Service::Relay(_) | Service::Demo(_) => Err(WorkerError::NotStarted),
         }
     }
 
@@ -146,6 +156,8 @@ pub struct GatewayService {
     /// standby neither consumes the EVENTS stream nor serves realtime clients).
     realtime_config: Option<Box<Config>>,
     realtime: Option<Realtime>,
+    /// With `demo.enabled`: the page served at `/demo`.
+    demo_page: Option<DemoPage>,
     generation: u64,
     serving: Option<Serving>,
     /// Outcomes of console pushes.
@@ -164,6 +176,7 @@ impl GatewayService {
     ) -> GatewayService {
         let header_timeout = config.frontend.header_timeout;
         let realtime_config = config.realtime.enabled.then(|| Box::new(config.clone()));
+        let demo_page = config.demo.enabled.then(|| DemoPage::new(&config));
         let start = async move {
             let start = start_gateway(&config, &name);
             match tokio::time::timeout(GATEWAY_START_TIMEOUT, start).await {
@@ -179,6 +192,7 @@ impl GatewayService {
             header_timeout,
             realtime_config,
             realtime: None,
+            demo_page,
             generation,
             serving: None,
             pushed_tx,
@@ -208,6 +222,9 @@ impl GatewayService {
             server.merge(realtime.router());
             gateway.attach_realtime(realtime.clone());
             self.realtime = Some(realtime);
+        }
+        if let Some(page) = &self.demo_page {
+            server.merge(page.router());
         }
         let listener = self.listener.take().ok_or(WorkerError::NotStarted)?;
         let (acceptor, conns) = Acceptor::start(listener).map_err(WorkerError::Accept)?;
@@ -411,6 +428,40 @@ impl RelayService {
 
     fn drain(&self) {
         tracing::info!("stopping: finishing in-flight publishes, saving the checkpoint");
+        let _ = self.stop.send(true);
+    }
+}
+
+/// The demo agent as a supervised process's work ([`crate::demo`]).
+pub struct DemoService {
+    task: JoinHandle<()>,
+    stop: watch::Sender<bool>,
+    /// The task has ended (its outcome was given).
+    finished: bool,
+}
+
+impl DemoService {
+    pub fn start(config: &Config) -> DemoService {
+        let (stop, shutdown) = watch::channel(false);
+        let task = tokio::spawn(demo::agent::run(config.clone(), shutdown));
+        DemoService {
+            task,
+            stop,
+            finished: false,
+        }
+    }
+
+    async fn next(&mut self) -> Event {
+        if self.finished {
+            return std::future::pending().await;
+        }
+        let finished = (&mut self.task).await;
+        self.finished = true;
+        Event::DemoFinished(finished.map_err(WorkerError::DemoTask))
+    }
+
+    fn drain(&self) {
+        tracing::info!("stopping: no more requests taken, unanswered ones go back to RabbitMQ");
         let _ = self.stop.send(true);
     }
 }

@@ -22,7 +22,7 @@
 
 pub mod backend;
 pub mod classes;
-mod vhost;
+pub mod vhost;
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -130,7 +130,8 @@ impl ClusterState {
         if self.ready_sent || self.slots.len() != self.desired {
             return;
         }
-        let all_ready = self.slots.iter().chain(&self.relay).all(|slot| {
+        let mut slots = self.slots.iter().chain(&self.relay).chain(&self.demo);
+        let all_ready = slots.all(|slot| {
             slot.active
                 .and_then(|id| self.workers.get(&id))
                 .is_some_and(|w| w.is_ready() && w.generation == self.generation)

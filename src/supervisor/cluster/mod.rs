@@ -4,7 +4,7 @@
 //! waiting ([`tests`]); the shell ([`super::shell`]) owns the processes, sockets and timers.
 //!
 //! A *slot* is a place for one worker (there are `cluster.workerCount` of them, and one for the
-//! relay with `relay.enabled`). Each slot has an *active* worker and, while it is being
+//! relay with `relay.enabled`, one for the demo agent with `demo.enabled`). Each slot has an *active* worker and, while it is being
 //! replaced, a *successor*; the successor is promoted once it is ready and the old worker then
 //! drains. So capacity never drops during a reload or a memory recycle. Restart backoff is
 //! counted per slot; a worker that dies or cannot be started, before or after it was ready,
@@ -263,6 +263,8 @@ pub struct ClusterState {
     slots: Vec<Slot>,
     /// The relay's slot, while `relay.enabled`.
     relay: Option<Slot>,
+    /// The demo agent's slot, while `demo.enabled`.
+    demo: Option<Slot>,
     standby: Standby,
     workers: BTreeMap<WorkerId, Worker>,
     next_id: u64,
@@ -329,6 +331,7 @@ impl ClusterState {
             status_socket,
             slots: Vec::new(),
             relay: None,
+            demo: None,
             standby: Standby::default(),
             workers: BTreeMap::new(),
             next_id: 1,
@@ -412,7 +415,12 @@ impl ClusterState {
     fn settle(&mut self) {
         // One rule for every place: a backoff that has passed is no backoff.
         let now = self.now;
-        for slot in self.slots.iter_mut().chain(&mut self.relay) {
+        for slot in self
+            .slots
+            .iter_mut()
+            .chain(&mut self.relay)
+            .chain(&mut self.demo)
+        {
             slot.backoff.expire(now);
         }
         self.standby.backoff.expire(now);

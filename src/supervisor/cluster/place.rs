@@ -1,5 +1,5 @@
-//! Where a worker runs: a *slot* (one of the `cluster.workerCount` gateway workers, or the relay)
-//! or the *standby* (a gateway worker in no slot, ready to take one). Each has its own restart
+//! Where a worker runs: a *slot* (one of the `cluster.workerCount` gateway workers, the relay or
+//! the demo agent) or the *standby* (a gateway worker in no slot, ready to take one). Each has its own restart
 //! backoff, so that one crash-looping place never slows the others.
 
 use std::fmt;
@@ -9,11 +9,13 @@ use tokio::time::Instant;
 use super::worker::WorkerId;
 use crate::status::Role;
 
-/// Which slot: one of the `cluster.workerCount` gateway workers, or the relay.
+/// Which slot: one of the `cluster.workerCount` gateway workers, the relay, or the demo agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SlotId {
     Gateway(usize),
     Relay,
+    /// The demo agent (`demo.enabled`).
+    Demo,
 }
 
 /// Where a worker process is: in a slot, or the standby.
@@ -28,16 +30,17 @@ impl Place {
         match self {
             Place::Slot(SlotId::Gateway(_)) => Role::Gateway,
             Place::Slot(SlotId::Relay) => Role::Relay,
+            Place::Slot(SlotId::Demo) => Role::Demo,
             Place::Standby => Role::Standby,
         }
     }
 
-    /// The slot number within its role, as `status` shows it (the relay's slot is 0; the
-    /// standby has none).
+    /// The slot number within its role, as `status` shows it (the relay's and the demo agent's
+    /// slot is 0; the standby has none).
     pub fn index(self) -> Option<usize> {
         match self {
             Place::Slot(SlotId::Gateway(index)) => Some(index),
-            Place::Slot(SlotId::Relay) => Some(0),
+            Place::Slot(SlotId::Relay | SlotId::Demo) => Some(0),
             Place::Standby => None,
         }
     }
@@ -48,11 +51,12 @@ impl fmt::Display for SlotId {
         match self {
             SlotId::Gateway(index) => write!(f, "{index}"),
             SlotId::Relay => f.write_str("relay"),
+            SlotId::Demo => f.write_str("demo"),
         }
     }
 }
 
-/// As logs name it: `slot=0`, `slot=relay`, `slot=standby`.
+/// As logs name it: `slot=0`, `slot=relay`, `slot=demo`, `slot=standby`.
 impl fmt::Display for Place {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -871,3 +871,37 @@ async fn status_lists_the_standby_apart_without_a_slot() {
     assert_eq!(standby.slot, None);
     assert_eq!(standby.state, crate::status::State::Ready);
 }
+
+const DEMO: Place = Place::Slot(SlotId::Demo);
+
+#[tokio::test(start_paused = true)]
+async fn the_demo_agent_has_a_slot_of_its_own_that_the_standby_never_takes() {
+    let mut c = config(1, 1);
+    c.demo.enabled = true;
+    let mut sim = Sim::new(c.clone());
+    let demo_agent = |sim: &Sim| sim.state.demo.as_ref().and_then(|s| s.active);
+    let demo = demo_agent(&sim).expect("a demo agent started with the workers");
+    assert_eq!(sim.worker(demo).place, DEMO);
+    sim.all_serving();
+    assert!(!sim.state.ready_sent, "READY waits for the demo agent too");
+    sim.serving(demo);
+    assert!(sim.state.ready_sent);
+    let standby = sim.standby().expect("a standby once every slot is ready");
+    sim.serving(standby);
+
+    // It dies: a new demo agent, not the standby (a gateway worker).
+    let actions = sim.exit(demo, 1);
+    let places: Vec<Place> = spawned(&actions).iter().map(|(_, p)| *p).collect();
+    assert_eq!(places, [DEMO]);
+    assert_eq!(sim.standby(), Some(standby));
+    let second = demo_agent(&sim).expect("its replacement");
+    sim.serving(second);
+
+    // demo.enabled=false on a reload: it drains and nothing takes its place.
+    sim.handle(Event::Signal(Signal::Reload));
+    c.demo.enabled = false;
+    let actions = sim.handle(prepared(c));
+    assert!(drained(&actions, second));
+    assert!(!spawned(&actions).iter().any(|(_, p)| *p == DEMO));
+    assert!(sim.state.demo.is_none());
+}

@@ -20,17 +20,8 @@ impl ClusterState {
                 }
             }
         }
-        match (self.config.relay.enabled, self.relay.is_some()) {
-            (true, false) => self.relay = Some(Slot::default()),
-            (false, true) => {
-                if let Some(slot) = self.relay.take() {
-                    for id in [slot.active, slot.successor].into_iter().flatten() {
-                        self.drain(id, "relay.enabled is now false");
-                    }
-                }
-            }
-            _ => {}
-        }
+        self.reconcile_optional(SlotId::Relay, self.config.relay.enabled);
+        self.reconcile_optional(SlotId::Demo, self.config.demo.enabled);
         for slot_id in self.slot_ids() {
             let Some(slot) = self.slot(slot_id) else {
                 continue;
@@ -45,7 +36,7 @@ impl ClusterState {
             if wanted {
                 let activated = match slot_id {
                     SlotId::Gateway(index) => self.activate_standby(index),
-                    SlotId::Relay => false,
+                    SlotId::Relay | SlotId::Demo => false,
                 };
                 if !activated {
                     self.start_worker(Place::Slot(slot_id));
@@ -53,6 +44,27 @@ impl ClusterState {
             }
         }
         self.reconcile_standby();
+    }
+
+    /// Makes or removes the slot of the relay or the demo agent as its `*.enabled` key says;
+    /// the workers of a removed slot drain.
+    fn reconcile_optional(&mut self, id: SlotId, enabled: bool) {
+        let (place, why) = match id {
+            SlotId::Relay => (&mut self.relay, "relay.enabled is now false"),
+            SlotId::Demo => (&mut self.demo, "demo.enabled is now false"),
+            SlotId::Gateway(_) => return,
+        };
+        match (enabled, place.is_some()) {
+            (true, false) => *place = Some(Slot::default()),
+            (false, true) => {
+                if let Some(slot) = place.take() {
+                    for id in [slot.active, slot.successor].into_iter().flatten() {
+                        self.drain(id, why);
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Replaces a standby that must not be activated any more (older generation, over its
@@ -114,11 +126,12 @@ impl ClusterState {
         true
     }
 
-    /// Every slot: the gateway workers' in order, then the relay's.
+    /// Every slot: the gateway workers' in order, then the relay's, then the demo agent's.
     pub(super) fn slot_ids(&self) -> Vec<SlotId> {
         let gateways = (0..self.slots.len()).map(SlotId::Gateway);
         gateways
             .chain(self.relay.as_ref().map(|_| SlotId::Relay))
+            .chain(self.demo.as_ref().map(|_| SlotId::Demo))
             .collect()
     }
 
@@ -126,6 +139,7 @@ impl ClusterState {
         match id {
             SlotId::Gateway(index) => self.slots.get(index),
             SlotId::Relay => self.relay.as_ref(),
+            SlotId::Demo => self.demo.as_ref(),
         }
     }
 
@@ -133,6 +147,7 @@ impl ClusterState {
         match id {
             SlotId::Gateway(index) => self.slots.get_mut(index),
             SlotId::Relay => self.relay.as_mut(),
+            SlotId::Demo => self.demo.as_mut(),
         }
     }
 
