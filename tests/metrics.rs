@@ -498,3 +498,166 @@ fn relay_and_realtime_metrics_follow_an_outbox_insert() {
     })
     .unwrap();
 }
+
+/// A Prometheus server of the test's own (Debian's `prometheus`, scripts/setup.sh installs it),
+/// scraping `target` every second; killed on drop.
+struct Prometheus {
+    child: std::process::Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(target: SocketAddr) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+                 scrape_configs:\n  - job_name: activestack-gateway\n    \
+                 static_configs:\n      - targets: [\"{target}\"]\n"
+            ),
+        )
+        .unwrap();
+        // A free port for it (Prometheus cannot report one it chose).
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap();
+        let child = std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--log.level=warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian's package: run scripts/setup.sh)");
+        Prometheus {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    /// `GET /api/v1/<path>?<query>` -> its JSON (status checked by the caller).
+    fn api(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, String> {
+        let query: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(query)
+            .finish();
+        let response = http_get(self.addr, &format!("/api/v1/{path}?{query}"))?;
+        let (head, body) = response.split_once("\r\n\r\n").ok_or("no header end")?;
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            dechunk(body)
+        } else {
+            body.to_string()
+        };
+        serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))
+    }
+
+    /// An instant query's result, if Prometheus took the query.
+    fn query(&self, expr: &str) -> Result<Vec<Value>, String> {
+        let answer = self.api("query", &[("query", expr)])?;
+        if answer["status"] != "success" {
+            return Err(format!("{expr}: {answer}"));
+        }
+        Ok(answer["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 || tail.len() < size {
+            break;
+        }
+        out.push_str(&tail[..size]);
+        rest = tail[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// "The dashboard loads", as far as a machine without Grafana can tell: a real Prometheus
+/// scrapes the master (so it parses the exposition text), and runs every query of
+/// `conf/grafana-dashboard.json` as Grafana would send it (`$__rate_interval` and the
+/// `instance` variable filled in), each one accepted and the cluster's series found.
+#[test]
+fn the_dashboards_queries_run_on_prometheus() {
+    start_agent();
+    let cluster = Cluster::start(&format!(
+        "{}cluster.metricsAddress=127.0.0.1:0\n",
+        gateway_config()
+    ));
+    let target = metrics_addr(&cluster);
+    let mut client = JsClient::connect(&cluster);
+    client.gateway_connect();
+    client.emit("testCall", json!({"cn": "TestCall", "messageId": "p1"}));
+    client.push_for("p1");
+
+    let prometheus = Prometheus::start(target);
+    let up = wait_for("Prometheus to scrape the master", || {
+        let targets = prometheus.api("targets", &[]).ok()?;
+        let active = targets["data"]["activeTargets"]
+            .as_array()?
+            .first()?
+            .clone();
+        (active["health"] == "up" || !active["lastError"].as_str()?.is_empty()).then_some(active)
+    });
+    assert_eq!(up["health"], "up", "Prometheus read the exposition: {up}");
+    // Twice scraped: rate() over the window has two points.
+    wait_for("two scrapes", || {
+        let r = prometheus
+            .query("count_over_time(activestack_build_info[1m])")
+            .ok()?;
+        let scrapes: f64 = r.first()?["value"][1].as_str()?.parse().ok()?;
+        (scrapes >= 2.0).then_some(())
+    });
+
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/grafana-dashboard.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let instance_values = prometheus
+        .api(
+            "label/instance/values",
+            &[("match[]", "activestack_build_info")],
+        )
+        .unwrap();
+    assert_eq!(
+        instance_values["data"],
+        json!([target.to_string()]),
+        "the Master variable's values"
+    );
+    let mut with_data = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "1m")
+                .replace("$instance", ".*");
+            let result = prometheus.query(&expr).unwrap_or_else(|e| {
+                panic!("panel {:?}: Prometheus refused {expr}: {e}", panel["title"])
+            });
+            with_data += usize::from(!result.is_empty());
+        }
+    }
+    // The relay's queries have no series without a relay, and `> 0` filters keep zeros out;
+    // everything else has data.
+    assert!(with_data >= 15, "{with_data} queries with data");
+}
