@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use activestack_gateway::config::{Config, Loaded, LogLevel, Origin, RelayConfig};
+use activestack_gateway::console::cli::ConsoleError;
 use activestack_gateway::logging::{self, Role};
 use activestack_gateway::output::{self, StdoutError};
 use activestack_gateway::status::{query_status, render_table};
@@ -60,10 +61,14 @@ enum Command {
     },
     /// Send control commands to the running cluster over Redis (gateway.redis.*) and print the
     /// answers: restart [immediate|graceful] [ms], shutdown CODE [immediate|graceful] [ms],
-    /// loglevel LEVEL, clientmessageresendinterval MS, clientcount, status. Reads commands from
-    /// stdin (until `quit`) unless one is given as arguments.
+    /// loglevel LEVEL, clientmessageresendinterval MS, clientcount, status, push USER|* JSON.
+    /// Reads commands from stdin (until `quit`) unless one is given as arguments. Answers are
+    /// sentences at a terminal, one line of JSON each otherwise (or with --json).
     #[command(alias = "c")]
     Console {
+        /// Print each answer as one line of JSON, even at a terminal.
+        #[arg(long)]
+        json: bool,
         /// [CONFIG] [COMMAND...]: a first argument naming an existing file is the config.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -111,21 +116,27 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Processes whose stderr is a log (the journal's) log their failure too; a one-shot
+    // command's user gets the one plain line.
+    let logs = matches!(
+        cli.command,
+        Command::Server { .. } | Command::Relay { .. } | Command::Worker { .. }
+    );
     let result = match cli.command {
         Command::Server { config } => server(config),
         Command::CheckConfig { config } => check_config(&config),
         Command::Status { config, json } => status(config.as_deref(), json),
-        Command::Console { args } => {
+        Command::Console { json, args } => {
             logging::init(Role::Cli, LogLevel::Warn);
-            activestack_gateway::console::cli::run(args)
-                .map(|ok| {
-                    if ok {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::FAILURE
-                    }
-                })
-                .context("console failed")
+            match activestack_gateway::console::cli::run(args, json) {
+                Ok(true) => Ok(ExitCode::SUCCESS),
+                Ok(false) => Ok(ExitCode::FAILURE),
+                Err(e @ ConsoleError::NoConfig { .. }) => {
+                    output::eprint(&format!("activestack-gateway: {e}\n"));
+                    Ok(ExitCode::from(EXIT_CONFIG))
+                }
+                Err(e) => Err(anyhow::Error::new(e).context("console failed")),
+            }
         }
         Command::Relay {
             config,
@@ -169,8 +180,10 @@ fn main() -> ExitCode {
             if let Some(stdout) = e.chain().find_map(|e| e.downcast_ref::<StdoutError>()) {
                 return stdout_failed(stdout);
             }
-            tracing::error!("{e:#}");
-            eprintln!("activestack-gateway: {e:#}");
+            if logs {
+                tracing::error!("{e:#}");
+            }
+            output::eprint(&format!("activestack-gateway: {e:#}\n"));
             ExitCode::FAILURE
         }
     }
@@ -182,7 +195,10 @@ fn stdout_failed(e: &StdoutError) -> ExitCode {
     match e {
         StdoutError::Closed => ExitCode::SUCCESS,
         StdoutError::Write(_) => {
-            eprintln!("activestack-gateway: {}", logging::error_chain(e));
+            output::eprint(&format!(
+                "activestack-gateway: {}\n",
+                logging::error_chain(e)
+            ));
             ExitCode::FAILURE
         }
     }
@@ -191,7 +207,7 @@ fn stdout_failed(e: &StdoutError) -> ExitCode {
 /// The config named on the command line (or the default one), or exit code 2 with the reason.
 fn load_config(path: Option<&Path>) -> Result<Loaded, ExitCode> {
     Config::resolve(path).map_err(|e| {
-        eprintln!("activestack-gateway: {e}");
+        output::eprint(&format!("activestack-gateway: {e}\n"));
         ExitCode::from(EXIT_CONFIG)
     })
 }
@@ -200,7 +216,7 @@ fn load_config(path: Option<&Path>) -> Result<Loaded, ExitCode> {
 /// the workers can be given both; or exit code 2 with the key, file and problem named.
 fn load_tls(config: &Config) -> Result<Option<TlsFiles>, ExitCode> {
     let refuse = |why: String| {
-        eprintln!("activestack-gateway: {why}");
+        output::eprint(&format!("activestack-gateway: {why}\n"));
         ExitCode::from(EXIT_CONFIG)
     };
     let tls = TlsFiles::load(config).map_err(|e| refuse(logging::error_chain(&e)))?;
@@ -230,7 +246,7 @@ fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     for warning in &loaded.warnings {
-        eprintln!("warning: {warning}");
+        output::eprint(&format!("warning: {warning}\n"));
     }
     if let Err(code) = load_tls(&loaded.config) {
         return Ok(code);
@@ -258,7 +274,9 @@ fn status(path: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
     // socket even if the file has since been broken, and say so.
     let (config, problems) = Config::resolve_for_control(path);
     if let Some(e) = problems {
-        eprintln!("warning: the config file has problems (the running master keeps its own):\n{e}");
+        output::eprint(&format!(
+            "warning: the config file has problems (the running master keeps its own):\n{e}\n"
+        ));
     }
     let report = query_status(&config.cluster.control_socket)?;
     if json {
@@ -277,7 +295,7 @@ fn relay_config(
 ) -> Result<(RelayConfig, LogLevel), ExitCode> {
     if let Some(toml) = toml {
         let relay = RelayConfig::from_seed_toml(toml).map_err(|e| {
-            eprintln!("activestack-gateway: {e}");
+            output::eprint(&format!("activestack-gateway: {e}\n"));
             ExitCode::from(EXIT_CONFIG)
         })?;
         let level = relay
@@ -289,7 +307,7 @@ fn relay_config(
     }
     let loaded = load_config(path)?;
     for warning in &loaded.warnings {
-        eprintln!("warning: {warning}");
+        output::eprint(&format!("warning: {warning}\n"));
     }
     Ok((loaded.config.relay, loaded.config.frontend.log_level))
 }

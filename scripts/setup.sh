@@ -16,6 +16,13 @@ done
 cd "$(dirname "$0")/.."
 scripts/services.sh
 
+# --- Prometheus: tests/metrics.rs runs the Grafana dashboard's queries on a real one ---
+if ! command -v prometheus >/dev/null 2>&1; then
+  echo "== installing prometheus"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+fi
+
 # --- the socket.io test clients ---
 if ! command -v node >/dev/null 2>&1; then
   echo "== installing nodejs"

@@ -19,6 +19,8 @@
 //!   master's status socket (`cluster.controlSocket`).
 //! - [`backoff`]: restart delays and doubling retry pauses.
 //! - [`logging`]: log lines that name their process (`master` / `worker[slot]`) and pid.
+//! - [`metrics`]: Prometheus metrics: each worker's counters (cheap atomics), sent with its
+//!   heartbeat answers, added up and rendered by the master, served at `/metrics`.
 //! - [`output`]: the command line's stdout, where a closed pipe is not a crash.
 //! - [`tls`]: TLS for clients (`frontend.ssl`): the key and certificate files, checked by the
 //!   master, served by the workers.
@@ -36,6 +38,7 @@ pub mod demo;
 pub mod gateway;
 pub mod ipc;
 pub mod logging;
+pub mod metrics;
 pub mod output;
 pub mod realtime;
 pub mod relay;

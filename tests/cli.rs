@@ -311,3 +311,223 @@ fn a_config_too_large_for_the_worker_init_message_is_refused() {
         ":2: frontend.session_secret (value hidden): is 2097152 bytes long, at most 4096",
     );
 }
+
+/// Runs the binary with a terminal (a pseudo-terminal) as its stdout, as at an operator's
+/// shell: exit code and what the terminal showed (its `\r\n` read as `\n`).
+fn run_at_terminal(args: &[&str]) -> (Option<i32>, String) {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes two descriptors into the ints given; name, termios and window
+    // size may be null.
+    let opened = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(opened, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened and are owned by nothing else.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(slave))
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run binary");
+    // Our copy of the terminal's other end is gone with the Command: once the child exits,
+    // reading ends (EIO).
+    let mut shown = Vec::new();
+    let mut terminal = File::from(master);
+    let mut buf = [0; 4096];
+    loop {
+        match terminal.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => shown.extend_from_slice(&buf[..n]),
+        }
+    }
+    let status = child.wait().expect("wait");
+    let shown = String::from_utf8_lossy(&shown).replace("\r\n", "\n");
+    (status.code(), shown)
+}
+
+#[test]
+fn console_answers_are_sentences_at_a_terminal_and_json_otherwise() {
+    let cluster = Cluster::start("cluster.workerCount=1");
+    cluster.wait_log(&["listening for control commands on Redis"]);
+    let config = cluster.config.to_str().unwrap();
+    let pid = cluster.worker_pids()[0];
+
+    // Through a pipe (a script): one line of JSON per answer, as ever; --json says the same.
+    for args in [
+        vec!["console", config, "clientcount"],
+        vec!["console", "--json", config, "clientcount"],
+        vec!["console", config, "--json", "clientcount"],
+    ] {
+        let (code, stdout, stderr) = run(&args);
+        assert_eq!(code, Some(0), "{args:?}: {stderr}");
+        let answer: serde_json::Value = serde_json::from_str(&stdout).expect(&stdout);
+        assert_eq!(answer["total"], 0, "{args:?}");
+        assert_eq!(stdout.lines().count(), 1, "{args:?}: {stdout}");
+    }
+
+    // At a terminal: sentences, tables.
+    let (code, shown) = run_at_terminal(&["console", config, "clientcount"]);
+    assert_eq!(code, Some(0), "{shown}");
+    assert_eq!(
+        shown,
+        format!("0 clients\n  worker   0  pid {pid:>7}       0\n")
+    );
+    let (code, shown) = run_at_terminal(&["console", config, "status"]);
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(
+        shown.starts_with(&format!("master pid {}  phase running", cluster.pid())),
+        "{shown}"
+    );
+    assert!(shown.contains("SLOT"), "the workers' table: {shown}");
+    let (code, shown) = run_at_terminal(&["console", config, "loglevel", "loud"]);
+    assert_eq!(code, Some(1), "a refused command fails: {shown}");
+    assert!(shown.starts_with("refused: "), "{shown}");
+    // --json at a terminal too.
+    for args in [
+        ["console", "--json", config, "clientcount"],
+        ["console", config, "--json", "clientcount"],
+    ] {
+        let (code, shown) = run_at_terminal(&args);
+        assert_eq!(code, Some(0), "{shown}");
+        let answer: serde_json::Value = serde_json::from_str(&shown).expect(&shown);
+        assert_eq!(answer["total"], 0, "{args:?}");
+    }
+    // Commands from stdin, answers to a pipe: JSON lines.
+    let mut child = Command::new(BIN)
+        .args(["console", config])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, b"clientcount\nquit\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("{\"ok\":true"),
+        "piped: JSON lines: {stdout}"
+    );
+}
+
+/// What a user may get wrong, or find not running: each is one plain line on stderr (said
+/// once), an exit code of 1 or 2, and never a panic or a backtrace, even with RUST_BACKTRACE
+/// set.
+#[test]
+fn expected_conditions_are_one_line_never_a_backtrace() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let socket = dir.path().join("control.sock");
+    let no_master = write(
+        "no-master.properties",
+        format!("cluster.controlSocket={}\n", socket.display()),
+    );
+    let not_a_socket = write(
+        "not-a-socket.properties",
+        format!(
+            "cluster.controlSocket={}\n",
+            dir.path().join("no-master.properties").display()
+        ),
+    );
+    let no_redis = write("no-redis.properties", "gateway.redis.port=1\n".to_string());
+    let no_nats = write(
+        "no-nats.properties",
+        "relay.nats.url=nats://127.0.0.1:1\n".to_string(),
+    );
+    let invalid = write(
+        "invalid.properties",
+        "cluster.workerTimeout=5s\n".to_string(),
+    );
+    let missing = "/nonexistent/gateway.properties";
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (vec!["server", missing], 2, "cannot read config file"),
+        (vec!["check-config", missing], 2, "cannot read config file"),
+        (vec!["relay", missing], 2, "cannot read config file"),
+        (vec!["nats-setup", missing], 2, "cannot read config file"),
+        (vec!["console", missing, "status"], 2, "no such config file"),
+        (vec!["server", &invalid], 2, "expected milliseconds"),
+        (vec!["check-config", &invalid], 2, "expected milliseconds"),
+        (vec!["status", &no_master], 1, "no master answers"),
+        (vec!["status", &no_master, "--json"], 1, "no master answers"),
+        (vec!["status", &not_a_socket], 1, "no master answers"),
+        (
+            vec!["console", &no_redis, "clientcount"],
+            1,
+            "cannot reach the control channel",
+        ),
+        (vec!["nats-setup", &no_nats], 1, "cannot connect to NATS"),
+        (vec!["worker"], 1, "workers are started by the master"),
+    ];
+    for (args, expected, says) in cases {
+        let out = Command::new(BIN)
+            .args(&args)
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run binary");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(expected), "{args:?}: {stderr}");
+        assert_eq!(
+            stderr.matches(says).count(),
+            1,
+            "{args:?} says it once: {stderr}"
+        );
+        for never in ["panicked", "backtrace", "RUST_BACKTRACE", ".rs:"] {
+            assert!(!stderr.contains(never), "{args:?}: {stderr}");
+        }
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
+
+/// Messages for stderr to a reader that went away (`2>&1 | head -1`) are lost, not a panic
+/// (exit code 101): the command still ends with its own exit code.
+#[test]
+fn a_closed_stderr_is_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let warned = dir.path().join("warned.properties");
+    std::fs::write(&warned, "frontend.prot=9000\nfrontend.port=9000\n").unwrap();
+    let socket = dir.path().join("control.sock");
+    let no_master = dir.path().join("no-master.properties");
+    std::fs::write(
+        &no_master,
+        format!("cluster.controlSocket={}\n", socket.display()),
+    )
+    .unwrap();
+    let cases: [(&[&str], i32); 4] = [
+        (&["check-config", "/nonexistent/gateway.properties"], 2),
+        (&["check-config", warned.to_str().unwrap()], 0),
+        (&["console", "/nonexistent/gateway.properties", "status"], 2),
+        (&["status", no_master.to_str().unwrap()], 1),
+    ];
+    for (args, expected) in cases {
+        let status = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(closed_pipe())
+            .status()
+            .expect("run binary");
+        assert_eq!(status.code(), Some(expected), "{args:?} 2>&1 | true");
+    }
+}
+
+#[test]
+fn help_and_version_on_a_closed_stdout() {
+    for args in [&["--help"][..], &["--version"], &["check-config", "--help"]] {
+        let (code, stderr) = run_to(args, closed_pipe());
+        assert_eq!((code, stderr.as_str()), (Some(0), ""), "{args:?} | true");
+    }
+}

@@ -442,6 +442,9 @@ impl State {
                     return;
                 };
                 tracing::warn!(channel = id, code = close.reply_code, text = %close.reply_text, "RabbitMQ closed a channel");
+                crate::metrics::local::count(crate::metrics::Count::AmqpChannelErrors(
+                    crate::metrics::ChannelErrorCode::from_reply_code(close.reply_code),
+                ));
                 let error = AmqpError::ChannelClosed {
                     code: close.reply_code,
                     text: close.reply_text.to_string(),

@@ -279,6 +279,23 @@ pub(crate) static KEYS: &[KeySpec] = &[
         get: |c| c.cluster.control_socket.display().to_string(),
     },
     KeySpec {
+        name: "cluster.metricsAddress",
+        unit: "host:port",
+        default: "",
+        doc: "Where the master itself serves Prometheus metrics at /metrics, besides the \
+              listen address (where a worker takes the scrape and asks the master). Empty = \
+              the listen address only. Port 0 = any free port (see status). Bound at start; a \
+              reload does not move it.",
+        sample: Sample::Commented("127.0.0.1:9464"),
+        secret: false,
+        empty: IfEmpty::Default,
+        set: |c, v| {
+            let addr = optional_text(v).map(|v| host_port(&v)).transpose()?;
+            set(&mut c.cluster.metrics_address, addr)
+        },
+        get: |c| c.cluster.metrics_address.clone().unwrap_or_default(),
+    },
+    KeySpec {
         name: "frontend.host",
         unit: "host",
         default: "0.0.0.0",
@@ -1386,6 +1403,24 @@ fn host(v: &str) -> Result<String, String> {
     if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err("expected a host name or IP address".to_string());
     }
+    Ok(v.to_string())
+}
+
+/// `host:port` (an IPv6 address in brackets: `[::1]:9464`).
+fn host_port(v: &str) -> Result<String, String> {
+    const EXPECTED: &str = "expected host:port (an IPv6 address as [::1]:9464)";
+    let (host, port) = v.rsplit_once(':').ok_or(EXPECTED)?;
+    let host = match host.strip_prefix('[') {
+        Some(inner) => inner.strip_suffix(']').ok_or(EXPECTED)?,
+        None if host.contains(':') => return Err(EXPECTED.to_string()),
+        None => host,
+    };
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(EXPECTED.to_string());
+    }
+    whole(port)
+        .and_then(|p| u16::try_from(p).ok())
+        .ok_or_else(|| format!("{EXPECTED}; the port is 0-65535"))?;
     Ok(v.to_string())
 }
 

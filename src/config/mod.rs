@@ -84,6 +84,10 @@ pub struct ClusterConfig {
     pub standby_workers: usize,
     /// `cluster.controlSocket`: the master's local control socket (`activestack-gateway status`).
     pub control_socket: PathBuf,
+    /// `cluster.metricsAddress` (`host:port`): where the master serves `/metrics` itself,
+    /// besides the listen address; `None`: only there.
+    #[serde(default)]
+    pub metrics_address: Option<String>,
 }
 
 /// Memory thresholds in bytes; `None` = no check.
@@ -297,6 +301,7 @@ impl Default for ClusterConfig {
             drain_timeout: Duration::from_millis(10_000),
             standby_workers: 1,
             control_socket: default_control_socket(),
+            metrics_address: None,
         }
     }
 }

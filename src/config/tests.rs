@@ -186,6 +186,7 @@ cluster.workerCount=7
 cluster.drainTimeout=0
 cluster.standbyWorkers=0
 cluster.controlSocket=/tmp/gw.sock
+cluster.metricsAddress=[::1]:9464
 frontend.host=::1
 frontend.port=0
 frontend.logLevel=SILLY
@@ -275,6 +276,7 @@ demo.enabled=true
     assert_eq!(c.cluster.drain_timeout, Duration::ZERO);
     assert_eq!(c.cluster.standby_workers, 0);
     assert_eq!(c.cluster.control_socket, PathBuf::from("/tmp/gw.sock"));
+    assert_eq!(c.cluster.metrics_address.as_deref(), Some("[::1]:9464"));
     assert_eq!(c.frontend.host, "::1");
     assert_eq!(c.frontend.port, 0);
     assert_eq!(c.frontend.log_level, LogLevel::Trace);
@@ -452,6 +454,18 @@ fn each_kind_of_bad_value() {
         (
             "cluster.controlSocket=run/x.sock",
             "cluster.controlSocket = \"run/x.sock\": expected an absolute path",
+        ),
+        (
+            "cluster.metricsAddress=9464",
+            "cluster.metricsAddress = \"9464\": expected host:port (an IPv6 address as [::1]:9464)",
+        ),
+        (
+            "cluster.metricsAddress=::1:9464",
+            "cluster.metricsAddress = \"::1:9464\": expected host:port (an IPv6 address as [::1]:9464)",
+        ),
+        (
+            "cluster.metricsAddress=localhost:99999",
+            "cluster.metricsAddress = \"localhost:99999\": expected host:port (an IPv6 address as [::1]:9464); the port is 0-65535",
         ),
         (
             "frontend.host=",

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use super::command::{Command, CommandError};
 use crate::backoff::Backoff;
 use crate::config::RedisConfig;
+use crate::metrics::{Broker, local};
 /// Longest pause between two attempts to reach Redis.
 const RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 
@@ -82,6 +83,7 @@ pub async fn serve(
         }
     };
     let channel = config.control_channel.clone();
+    local::broker_connected(Broker::Redis, false);
     let publisher_client = client.clone();
     tokio::spawn(async move {
         let mut conn = None;
@@ -108,6 +110,7 @@ pub async fn serve(
             Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
                 Ok(()) => {
                     tracing::info!(channel, "listening for control commands on Redis");
+                    local::broker_connected(Broker::Redis, true);
                     retry.reset();
                     let mut messages = pubsub.into_on_message();
                     while let Some(msg) = messages.next().await {
@@ -130,6 +133,7 @@ pub async fn serve(
                             return;
                         }
                     }
+                    local::broker_connected(Broker::Redis, false);
                     tracing::warn!("lost the Redis control channel; reconnecting");
                 }
                 Err(e) => tracing::warn!("cannot subscribe to the control channel: {e}"),

@@ -5,12 +5,14 @@
 //! - [`answer`]: the master's typed [`Answer`] and the JSON the console prints for it.
 //! - [`channel`]: the Redis side: the master's subscription and replies, and the console's
 //!   client.
-//! - [`cli`]: `activestack-gateway console [CONFIG] [COMMAND...]`.
+//! - [`cli`]: `activestack-gateway console [--json] [CONFIG] [COMMAND...]`; [`human`] its
+//!   answers for a person at a terminal.
 
 pub mod answer;
 pub mod channel;
 pub mod cli;
 pub mod command;
+pub mod human;
 
 pub use answer::{Answer, ClientCount};
 pub use channel::{ChannelError, Incoming};

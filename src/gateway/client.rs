@@ -21,10 +21,11 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
-use super::events::{self, Kind};
+use super::events::{self, ErrorKind, Kind};
 use super::limits::{TokenBucket, Warn, WarnBudget, loggable};
 use super::rabbit::{RabbitError, Settle};
 use super::session::{Session, SessionError};
+use crate::metrics::{Count, local};
 
 /// What a client can make happen. `D` is the handle of one RabbitMQ delivery (the connection
 /// settles it on its channel).
@@ -127,16 +128,16 @@ pub enum ClientError {
 
 impl ClientError {
     /// The `error` code of the `gatewayError` event.
-    fn code(&self) -> &'static str {
+    fn kind(&self) -> ErrorKind {
         match self {
-            ClientError::NotConnected(_) => "notConnected",
-            ClientError::NotLoggedIn(_) => "notLoggedIn",
-            ClientError::Malformed(_) => "malformed",
-            ClientError::UnknownEvent(_) => "unknownEvent",
-            ClientError::Queue(_) => "unavailable",
-            ClientError::RateLimited(..) => "rateLimited",
-            ClientError::Rabbit(RabbitError::Unroutable { .. }) => "unroutable",
-            ClientError::Rabbit(_) => "unavailable",
+            ClientError::NotConnected(_) => ErrorKind::NotConnected,
+            ClientError::NotLoggedIn(_) => ErrorKind::NotLoggedIn,
+            ClientError::Malformed(_) => ErrorKind::Malformed,
+            ClientError::UnknownEvent(_) => ErrorKind::UnknownEvent,
+            ClientError::Queue(_) => ErrorKind::Unavailable,
+            ClientError::RateLimited(..) => ErrorKind::RateLimited,
+            ClientError::Rabbit(RabbitError::Unroutable { .. }) => ErrorKind::Unroutable,
+            ClientError::Rabbit(_) => ErrorKind::Unavailable,
         }
     }
 }
@@ -240,12 +241,13 @@ impl<D> Client<D> {
         id: Option<&Value>,
     ) {
         let event = loggable(event);
+        local::count(Count::GatewayErrors(error.kind()));
         if self.may_log() {
             tracing::warn!(client = %self.session.client_id, event = %event, "{error}");
         }
         effects.emit(
             events::ERROR,
-            &json!({"event": event, "messageId": id, "error": error.code(), "message": error.to_string()}),
+            &json!({"event": event, "messageId": id, "error": error.kind().code(), "message": error.to_string()}),
         );
     }
 
@@ -364,6 +366,7 @@ impl<D> Client<D> {
     }
 
     fn refuse_key(&mut self, error: &SessionError, effects: &mut impl Effects<D>) {
+        local::count(Count::GatewayErrors(ErrorKind::BadReconnectId));
         if self.may_log() {
             tracing::warn!(client = %self.session.client_id, "reconnect refused: {error}");
         }
@@ -379,7 +382,11 @@ impl<D> Client<D> {
             return self.warn(effects, "ack", &ClientError::Malformed("ack".into()), None);
         };
         match self.pending.remove(&id) {
-            Some(pending) => effects.settle(pending.delivery, Settle::Ack),
+            Some(pending) => {
+                local::count(Count::PushesAcked);
+                local::pushes_pending_removed(1);
+                effects.settle(pending.delivery, Settle::Ack)
+            }
             None => {
                 tracing::debug!(client = %self.session.client_id, id, "ack for no pending push")
             }
@@ -541,6 +548,9 @@ impl<D> Client<D> {
         result: Result<(), RabbitError>,
         effects: &mut impl Effects<D>,
     ) {
+        if let (Then::Request { .. }, Ok(())) = (&then, &result) {
+            local::count(Count::Requests);
+        }
         match (then, result) {
             (
                 Then::Request {
@@ -606,6 +616,7 @@ impl<D> Client<D> {
         }
         self.inspect(&message, effects);
         self.send_session(ctx, effects);
+        local::count(Count::Pushes);
         match message.get("correspondingMessageId").and_then(text) {
             None => effects.push(&body, Some(delivery)),
             Some(id) => {
@@ -615,9 +626,10 @@ impl<D> Client<D> {
                     body,
                     resend_at: ctx.now + ctx.resend_interval,
                 };
-                if let Some(older) = self.pending.insert(id, pending) {
+                match self.pending.insert(id, pending) {
                     // The same message again (a redelivery): the newer one replaces it.
-                    effects.settle(older.delivery, Settle::Ack);
+                    Some(older) => effects.settle(older.delivery, Settle::Ack),
+                    None => local::pushes_pending_added(1),
                 }
             }
         }
@@ -628,6 +640,7 @@ impl<D> Client<D> {
         for pending in self.pending.values_mut() {
             if pending.resend_at <= ctx.now {
                 tracing::debug!(client = %self.session.client_id, "re-sending an unacked push");
+                local::count(Count::PushesResent);
                 effects.push(&pending.body, None);
                 pending.resend_at = ctx.now + ctx.resend_interval;
             }
@@ -775,6 +788,7 @@ impl<D> Client<D> {
         if self.warnings.suppressed() > 0 {
             tracing::warn!(client = %self.session.client_id, suppressed = self.warnings.suppressed(), "more warnings about this client were left out of the log");
         }
+        local::pushes_pending_removed(self.pending.len() as u64);
         for (_, pending) in self.pending.drain() {
             effects.settle(pending.delivery, Settle::Requeue);
         }
@@ -801,6 +815,13 @@ impl<D> Client<D> {
         };
         // Plain strings: serializing cannot fail.
         serde_json::to_vec(&request).unwrap_or_default()
+    }
+}
+
+impl<D> Drop for Client<D> {
+    /// Pushes still pending (a client dropped without [`Client::dispose`]) no longer are.
+    fn drop(&mut self) {
+        local::pushes_pending_removed(self.pending.len() as u64);
     }
 }
 

@@ -39,6 +39,7 @@ use super::framing::{Framing, Received};
 use super::personal::Personal;
 use super::rabbit::{Rabbit, RabbitError, Settle, Subscription, Unsettled};
 use super::wire::websocket::{self, Message};
+use crate::metrics::{Count, FrameRefusal, Protocol, local};
 
 /// Unwritten output above which the connection stops taking its queue's deliveries.
 pub const HIGH_WATER: usize = 256 * 1024;
@@ -254,7 +255,7 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send,
     F: Framing,
 {
-    let _count = Counted::new(&shared);
+    let _count = Counted::new(&shared, framing.protocol());
     let mut fx = Io {
         framing,
         out: Vec::new(),
@@ -346,6 +347,10 @@ where
                         for message in inbox.drain(..) {
                             on_message(message, &ctx, &mut client, &mut fx, &peer);
                         }
+                        local::count(Count::FramesRefused(match &error {
+                            websocket::WsError::TooBig { .. } => FrameRefusal::TooBig,
+                            _ => FrameRefusal::WebSocket,
+                        }));
                         if let websocket::WsError::TooBig { size, max } = &error {
                             tracing::warn!(sid = %peer.sid, addr = ?peer.addr, size, max, "connection closed: a message over frontend.maxMessageSize");
                         } else {
@@ -455,6 +460,7 @@ fn on_message<F: Framing>(
                 peer_gone(client, fx);
             }
             Err(e) => {
+                local::count(Count::FramesRefused(FrameRefusal::SocketIo));
                 tracing::debug!(sid = %peer.sid, "connection closed: protocol error: {e}");
                 websocket::encode_close(websocket::close_code::PROTOCOL_ERROR, "", &mut fx.out);
                 peer_gone(client, fx);
@@ -463,6 +469,7 @@ fn on_message<F: Framing>(
         Message::Ping(payload) => websocket::encode_pong(&payload, &mut fx.out),
         Message::Pong(_) => {}
         Message::Binary(_) => {
+            local::count(Count::FramesRefused(FrameRefusal::Binary));
             tracing::debug!(sid = %peer.sid, "connection closed: binary messages are not supported");
             websocket::encode_close(websocket::close_code::INVALID_PAYLOAD, "", &mut fx.out);
             peer_gone(client, fx);
@@ -609,18 +616,20 @@ fn poll_io<IO: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Counts the connection among the worker's clients for as long as it runs.
-struct Counted<'a>(&'a Shared);
+struct Counted<'a>(&'a Shared, Protocol);
 
 impl<'a> Counted<'a> {
-    fn new(shared: &'a Shared) -> Counted<'a> {
+    fn new(shared: &'a Shared, protocol: Protocol) -> Counted<'a> {
         shared.clients.fetch_add(1, Ordering::Relaxed);
-        Counted(shared)
+        local::client_opened(protocol);
+        Counted(shared, protocol)
     }
 }
 
 impl Drop for Counted<'_> {
     fn drop(&mut self) {
         self.0.clients.fetch_sub(1, Ordering::Relaxed);
+        local::client_closed(self.1);
         self.0.left.notify_waiters();
     }
 }

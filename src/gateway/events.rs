@@ -73,6 +73,46 @@ pub const ACK: &str = "ack";
 /// (this gateway's own addition; the original failed silently).
 pub const ERROR: &str = "gatewayError";
 
+/// The `error` codes of [`ERROR`] (`gatewayError`): what went wrong with a client's request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ErrorKind {
+    NotConnected,
+    NotLoggedIn,
+    Malformed,
+    UnknownEvent,
+    Unroutable,
+    Unavailable,
+    RateLimited,
+    BadReconnectId,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 8] = [
+        ErrorKind::NotConnected,
+        ErrorKind::NotLoggedIn,
+        ErrorKind::Malformed,
+        ErrorKind::UnknownEvent,
+        ErrorKind::Unroutable,
+        ErrorKind::Unavailable,
+        ErrorKind::RateLimited,
+        ErrorKind::BadReconnectId,
+    ];
+
+    /// As the client sees it in `gatewayError`.
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorKind::NotConnected => "notConnected",
+            ErrorKind::NotLoggedIn => "notLoggedIn",
+            ErrorKind::Malformed => "malformed",
+            ErrorKind::UnknownEvent => "unknownEvent",
+            ErrorKind::Unroutable => "unroutable",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::RateLimited => "rateLimited",
+            ErrorKind::BadReconnectId => "badReconnectId",
+        }
+    }
+}
+
 /// Agent queues and message classes the gateway itself sends to.
 pub const CONNECT_QUEUE: &str = "connect";
 pub const RECONNECT_QUEUE: &str = "reconnect";

@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 use super::Audience;
 use crate::config::RedisConfig;
 use crate::console::channel::{self, ChannelError};
+use crate::metrics::{Broker, local};
 use crate::realtime::PubMsg;
 
 /// Longest pause between two attempts to reach Redis.
@@ -194,6 +195,7 @@ impl Fanout {
             .set_number_of_retries(2);
         let publisher =
             redis::aio::ConnectionManager::new_lazy_with_config(client.clone(), manager)?;
+        local::broker_connected(Broker::Redis, false);
         tokio::spawn(listen(client, channel.clone(), Arc::downgrade(&registry)));
         Ok(Fanout { channel, publisher })
     }
@@ -226,6 +228,7 @@ async fn listen(client: redis::Client, channel: String, registry: std::sync::Wea
             Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
                 Ok(()) => {
                     tracing::debug!(channel, "listening for pushes on Redis");
+                    local::broker_connected(Broker::Redis, true);
                     retry = Duration::from_millis(100);
                     let mut messages = pubsub.into_on_message();
                     while let Some(message) = messages.next().await {
@@ -234,6 +237,7 @@ async fn listen(client: redis::Client, channel: String, registry: std::sync::Wea
                         };
                         deliver(&registry, message.get_payload_bytes());
                     }
+                    local::broker_connected(Broker::Redis, false);
                     tracing::warn!(channel, "lost the Redis push channel; reconnecting");
                 }
                 Err(e) => tracing::warn!(channel, "cannot subscribe to the push channel: {e}"),

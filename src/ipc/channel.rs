@@ -162,15 +162,22 @@ mod tests {
             heap_total: 3,
             clients: 4,
             loop_lag_us: 5,
+            metrics: Default::default(),
         };
         worker
             .sender
-            .send(&ToMaster::HeartbeatAck { seq: 7, report })
+            .send(&ToMaster::HeartbeatAck {
+                seq: 7,
+                report: Box::new(report),
+            })
             .await
             .unwrap();
         assert_eq!(
             master.receiver.recv().await.unwrap(),
-            Some(ToMaster::HeartbeatAck { seq: 7, report })
+            Some(ToMaster::HeartbeatAck {
+                seq: 7,
+                report: Box::new(report)
+            })
         );
         drop(worker);
         assert_eq!(master.receiver.recv().await.unwrap(), None);

@@ -43,6 +43,12 @@ pub enum ToWorker {
         audience: crate::gateway::Audience,
         data: serde_json::Value,
     },
+    /// The answer to [`ToMaster::Metrics`] `id`: the cluster's metrics in the Prometheus text
+    /// format (`None`: the text would not fit in a frame; scrape `cluster.metricsAddress`).
+    MetricsText {
+        id: u64,
+        text: Option<String>,
+    },
 }
 
 /// Messages a worker sends to the master.
@@ -52,7 +58,8 @@ pub enum ToMaster {
     Ready,
     HeartbeatAck {
         seq: u64,
-        report: WorkerReport,
+        /// Boxed: it is most of the message's size, and other messages are small.
+        report: Box<WorkerReport>,
     },
     Draining {
         clients: u64,
@@ -61,6 +68,11 @@ pub enum ToMaster {
     Pushed {
         id: u64,
         error: Option<String>,
+    },
+    /// A scrape of `/metrics` reached this worker: the master answers with
+    /// [`ToWorker::MetricsText`] carrying the same `id`.
+    Metrics {
+        id: u64,
     },
 }
 
@@ -78,4 +90,7 @@ pub struct WorkerReport {
     /// Worst lateness of the worker's event-loop probe timer since the last answer, in
     /// microseconds: how long work queued on the loop had to wait.
     pub loop_lag_us: u64,
+    /// Its counters and gauges (see [`crate::metrics`]).
+    #[serde(default)]
+    pub metrics: crate::metrics::WorkerMetrics,
 }

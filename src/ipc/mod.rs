@@ -16,14 +16,20 @@
 //!   settings from the control channel.
 //! - `{"type":"push","id":3,"audience":"All"|{"User":"42"},"data":{...}}`: emit `push` across
 //!   the cluster; answer with `pushed`.
+//! - `{"type":"metrics_text","id":5,"text":"# HELP ..."}`: the answer to `metrics` 5 (`text`
+//!   null: too large for a frame).
 //!
 //! worker -> master ([`ToMaster`]):
 //! - `{"type":"ready"}`: the worker accepts connections (a standby: it is initialised and can
 //!   be activated).
 //! - `{"type":"heartbeat_ack","seq":17,"report":{"rss":..,"heap_used":..,"heap_total":..,
-//!   "clients":..,"loop_lag_us":..}}`: see [`WorkerReport`].
+//!   "clients":..,"loop_lag_us":..,"metrics":{"counts":{"requests":12,..},"clients":{..},
+//!   "pushes_pending":..,"brokers":{..}}}}`: see [`WorkerReport`] and
+//!   [`crate::metrics::WorkerMetrics`].
 //! - `{"type":"draining","clients":12}`: the worker stopped accepting and is finishing.
 //! - `{"type":"pushed","id":3,"error":null}`: the push `id` went out (or why not).
+//! - `{"type":"metrics","id":5}`: a scrape of `/metrics` reached the worker; the master
+//!   answers with `metrics_text`.
 //!
 //! A frame longer than [`MAX_FRAME`] is refused before anything is allocated for it. End of
 //! stream on either side means the other process is gone: a worker exits, the master replaces.

@@ -21,6 +21,7 @@ use serde_json::value::RawValue;
 
 use super::Realtime;
 use super::api::{self, PublishRequest};
+use crate::metrics::{Broker, ConsumeResult, Count, local};
 
 /// JetStream's ack wait for our consumer (Centrifugo's).
 const ACK_WAIT: Duration = Duration::from_secs(30);
@@ -178,7 +179,18 @@ enum ConsumeError {
 
 async fn consume(realtime: &Realtime) -> Result<(), ConsumeError> {
     let config = realtime.config().clone();
-    let client = async_nats::connect(&config.nats_url).await?;
+    let connected = async_nats::ConnectOptions::new()
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => local::broker_connected(Broker::Nats, true),
+                async_nats::Event::Disconnected => local::broker_connected(Broker::Nats, false),
+                _ => {}
+            }
+        })
+        .connect(&config.nats_url)
+        .await;
+    local::broker_connected(Broker::Nats, connected.is_ok());
+    let client = connected?;
     let js = jetstream::new(client);
     let stream = js
         .get_stream(&config.nats_stream)
@@ -227,6 +239,11 @@ async fn consume(realtime: &Realtime) -> Result<(), ConsumeError> {
             .info()
             .map(|i| (i.delivered, i.stream_sequence))
             .unwrap_or((1, 0));
+        let mut result = match &outcome {
+            Outcome::Done => ConsumeResult::Published,
+            Outcome::Skip(_) => ConsumeResult::Skipped,
+            Outcome::Retry(_) => ConsumeResult::Retried,
+        };
         if let Outcome::Skip(reason) = &outcome {
             tracing::warn!(
                 subject = message.subject.as_str(),
@@ -234,7 +251,12 @@ async fn consume(realtime: &Realtime) -> Result<(), ConsumeError> {
                 "realtime consumer: skipped (acked): {reason}"
             );
         }
-        let ack = match decide(outcome, delivered, config.nats_max_deliver) {
+        let action = decide(outcome, delivered, config.nats_max_deliver);
+        if matches!(action, Action::DeadLetter(_)) {
+            result = ConsumeResult::DeadLettered;
+        }
+        local::count(Count::RealtimeConsumed(result));
+        let ack = match action {
             Action::Ack => message.ack().await,
             Action::Nak(delay) => {
                 tracing::warn!(

@@ -11,6 +11,7 @@ use super::Realtime;
 use super::hub::{PubMsg, Sink};
 use super::protocol::{self, Disconnect};
 use super::session::{Session, Step, SubscribePlan};
+use crate::metrics::{Count, Protocol, local};
 
 /// Publications queued for one connection before it counts as slow (closed with 3008).
 const QUEUE: usize = 1024;
@@ -71,6 +72,7 @@ impl Conn {
         realtime
             .client_count()
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        local::count(Count::Connections(Protocol::Realtime));
         Conn {
             realtime,
             session,

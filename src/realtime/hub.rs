@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::metrics::{Count, local};
+
 /// One publication as it travels: offset (0 = the channel keeps no history), the stream's
 /// epoch, and the publication JSON (`{"offset":N,"data":...}`), shared by every subscriber.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,13 +194,17 @@ impl Hub {
                         }
                     }
                 }
-                Position::Unpositioned => sub.sink.publication(channel, &publication),
+                Position::Unpositioned => {
+                    local::count(Count::RealtimeDeliveries);
+                    sub.sink.publication(channel, &publication)
+                }
                 Position::At { offset, epoch } => {
                     if *publication.epoch == **epoch && publication.offset <= *offset {
                         continue; // seen already (in the recovered history)
                     }
                     if *publication.epoch == **epoch && publication.offset == *offset + 1 {
                         *offset = publication.offset;
+                        local::count(Count::RealtimeDeliveries);
                         sub.sink.publication(channel, &publication);
                     } else {
                         lost.push(sub.id);

@@ -96,7 +96,7 @@ impl RelayError {
 
 /// Counters of a running relay, cheap to read from anywhere (`Arc` it, pass it to
 /// [`run_with_stats`]).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RelayStats {
     /// Messages JetStream acknowledged (duplicates included).
     pub published: AtomicU64,
@@ -116,7 +116,14 @@ pub struct RelayStats {
     pub history_lost: AtomicU64,
     /// The change stream is open: inserts from now on are relayed.
     pub watching: AtomicBool,
+    /// From the outbox insert of the last document JetStream acknowledged to that ack, in ms
+    /// ([`NO_LAG`]: none yet). The insert time is the change event's `wallTime` (MongoDB 6+),
+    /// else the `_id`'s ObjectId time (whole seconds; documents read in a catch-up).
+    pub lag_ms: AtomicU64,
 }
+
+/// [`RelayStats::lag_ms`] before any document was acknowledged.
+pub const NO_LAG: u64 = u64::MAX;
 
 /// A copy of [`RelayStats`] at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -130,6 +137,24 @@ pub struct RelayStatsSnapshot {
     pub restarts: u64,
     pub history_lost: u64,
     pub watching: bool,
+    pub lag_ms: Option<u64>,
+}
+
+impl Default for RelayStats {
+    fn default() -> RelayStats {
+        RelayStats {
+            published: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            caught_up: AtomicU64::new(0),
+            checkpoints: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
+            history_lost: AtomicU64::new(0),
+            watching: AtomicBool::new(false),
+            lag_ms: AtomicU64::new(NO_LAG),
+        }
+    }
 }
 
 impl RelayStats {
@@ -145,6 +170,7 @@ impl RelayStats {
             restarts: get(&self.restarts),
             history_lost: get(&self.history_lost),
             watching: self.watching.load(Ordering::Relaxed),
+            lag_ms: Some(self.lag_ms.load(Ordering::Relaxed)).filter(|ms| *ms != NO_LAG),
         }
     }
 
@@ -171,21 +197,26 @@ pub async fn run_with_stats(
 
 /// A NATS connection that logs its disconnects and reconnects (it reconnects by itself).
 pub(crate) async fn connect_nats(url: &str) -> Result<async_nats::Client, RelayError> {
-    async_nats::ConnectOptions::new()
+    let connected = async_nats::ConnectOptions::new()
         .connection_timeout(Duration::from_secs(5))
         .event_callback(|event| async move {
             match event {
                 async_nats::Event::Disconnected => {
+                    crate::metrics::local::broker_connected(crate::metrics::Broker::Nats, false);
                     tracing::warn!("relay: disconnected from NATS; reconnecting")
                 }
-                async_nats::Event::Connected => tracing::info!("relay: connected to NATS"),
+                async_nats::Event::Connected => {
+                    crate::metrics::local::broker_connected(crate::metrics::Broker::Nats, true);
+                    tracing::info!("relay: connected to NATS")
+                }
                 other => tracing::debug!(event = %other, "relay: NATS event"),
             }
         })
         .connect(url)
-        .await
-        .map_err(|source| RelayError::NatsConnect {
-            url: url.to_string(),
-            source,
-        })
+        .await;
+    crate::metrics::local::broker_connected(crate::metrics::Broker::Nats, connected.is_ok());
+    connected.map_err(|source| RelayError::NatsConnect {
+        url: url.to_string(),
+        source,
+    })
 }

@@ -344,8 +344,9 @@ enum Source {
 
 /// What a source gives.
 enum Item {
-    /// A document, with the resume token that follows it (none in catch-up).
-    Document(Document, Option<ResumeToken>),
+    /// A document, with the resume token that follows it (none in catch-up) and when it was
+    /// inserted (the change event's `wallTime`; none in catch-up).
+    Document(Document, Option<ResumeToken>, Option<bson::DateTime>),
     /// An idle change stream's token after everything given so far (`postBatchResumeToken`).
     Token(ResumeToken),
 }
@@ -357,7 +358,7 @@ impl Source {
             Source::Collection(cursor) => cursor
                 .next()
                 .await
-                .map(|r| r.map(|doc| Item::Document(doc, None))),
+                .map(|r| r.map(|doc| Item::Document(doc, None, None))),
             Source::Changes(reader) => reader.items.recv().await,
         }
     }
@@ -381,7 +382,7 @@ impl ChangeReader {
                     Ok(Some(event)) => match event.full_document {
                         Some(doc) => {
                             last_token = Some(event.id.clone());
-                            Ok(Item::Document(doc, Some(event.id)))
+                            Ok(Item::Document(doc, Some(event.id), event.wall_time))
                         }
                         None => {
                             tracing::debug!(
@@ -422,7 +423,10 @@ impl Drop for ChangeReader {
 /// What an in-flight entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    Message,
+    /// `inserted`: when the document went into the outbox, if known (for the relay's lag).
+    Message {
+        inserted: Option<bson::DateTime>,
+    },
     DeadLetter,
     /// No publish: a checkpoint position (idle resume token) that waits its turn.
     Marker,
@@ -479,7 +483,11 @@ impl Pipeline<'_> {
                             (progress, Kind::Marker, Ok(None))
                         }));
                     }
-                    Some(Ok(Item::Document(doc, token))) => {
+                    Some(Ok(Item::Document(doc, token, wall_time))) => {
+                        let inserted = wall_time.or_else(|| match doc.get("_id") {
+                            Some(Bson::ObjectId(id)) => Some(id.timestamp()),
+                            _ => None,
+                        });
                         let progress = Checkpoint {
                             resume_token: token,
                             last_id: doc.get("_id").cloned(),
@@ -497,7 +505,7 @@ impl Pipeline<'_> {
                         if catch_up {
                             RelayStats::add(&self.stats.caught_up, 1);
                         }
-                        if let Err(e) = self.publish(message, progress).await {
+                        if let Err(e) = self.publish(message, progress, inserted).await {
                             self.abandon().await;
                             return Err(e);
                         }
@@ -524,7 +532,12 @@ impl Pipeline<'_> {
         }
     }
 
-    async fn publish(&mut self, message: Outgoing, progress: Checkpoint) -> Result<(), RelayError> {
+    async fn publish(
+        &mut self,
+        message: Outgoing,
+        progress: Checkpoint,
+        inserted: Option<bson::DateTime>,
+    ) -> Result<(), RelayError> {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, message.msg_id.as_str());
         let ack = self
@@ -538,7 +551,7 @@ impl Pipeline<'_> {
         let kind = if message.dead_letter {
             Kind::DeadLetter
         } else {
-            Kind::Message
+            Kind::Message { inserted }
         };
         self.in_flight.push_back(Box::pin(
             async move { (progress, kind, ack.await.map(Some)) },
@@ -565,7 +578,14 @@ impl Pipeline<'_> {
         }
         match kind {
             Kind::DeadLetter => RelayStats::add(&self.stats.dead_lettered, 1),
-            Kind::Message => RelayStats::add(&self.stats.published, 1),
+            Kind::Message { inserted } => {
+                RelayStats::add(&self.stats.published, 1);
+                if let Some(inserted) = inserted {
+                    let now = bson::DateTime::now().timestamp_millis();
+                    let lag = now.saturating_sub(inserted.timestamp_millis()).max(0);
+                    self.stats.lag_ms.store(lag as u64, Ordering::Relaxed);
+                }
+            }
             Kind::Marker => {}
         }
         self.acked = progress;

@@ -40,7 +40,7 @@ pub enum Phase {
 }
 
 /// What a worker process is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// One of the `cluster.workerCount` gateway workers.
@@ -96,6 +96,9 @@ pub struct StatusReport {
     pub config_path: Option<PathBuf>,
     pub generation: u64,
     pub listen: String,
+    /// Where the master answers `GET /metrics` itself (`cluster.metricsAddress`), if set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
     pub phase: Phase,
     pub uptime_ms: u64,
     pub desired_workers: usize,
@@ -147,6 +150,12 @@ pub fn render_table(report: &StatusReport) -> String {
         report.desired_workers,
         report.standby.len(),
     );
+    if let Some(metrics) = &report.metrics {
+        out.insert_str(
+            out.len() - 1,
+            &format!("metrics http://{metrics}/metrics (and /metrics on the listen address)\n"),
+        );
+    }
     out.push_str(&format!(
         "{:>7} {:>8} {:>4} {:<9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>7} {:>8} {:>8}\n",
         "SLOT",

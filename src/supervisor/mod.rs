@@ -35,6 +35,8 @@ pub enum SupervisorError {
     Listen(#[from] ListenError),
     #[error(transparent)]
     StatusSocket(#[from] StatusSocketError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::http::MetricsListenError),
     #[error("cannot find this program's own path to start workers from")]
     CurrentExe(#[source] io::Error),
     #[error("cannot listen for signals")]

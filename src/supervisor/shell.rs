@@ -27,6 +27,7 @@ use crate::config::Loaded;
 use crate::console;
 use crate::ipc::{self, Channel, Frame, ToMaster, ToWorker};
 use crate::logging::{self, error_chain};
+use crate::metrics::{self, http::MetricsCall};
 use crate::status::{self, Pid, StatusCall};
 use crate::tls::TlsFiles;
 
@@ -54,6 +55,8 @@ pub struct Shell {
     events_tx: mpsc::UnboundedSender<Event>,
     events_rx: mpsc::UnboundedReceiver<Event>,
     status_rx: mpsc::Receiver<StatusCall>,
+    /// Scrapes on `cluster.metricsAddress` (never any without it).
+    metrics_rx: mpsc::Receiver<MetricsCall>,
     /// Commands from the Redis control channel, and their answers back to it.
     console_rx: mpsc::Receiver<console::Incoming>,
     console_replies: mpsc::Sender<(String, serde_json::Value)>,
@@ -82,6 +85,15 @@ pub fn start(
     let socket = status::listen(&status_socket)?;
     let (status_tx, status_rx) = mpsc::channel(16);
     tokio::spawn(status::serve(socket, status_tx));
+    let (metrics_tx, metrics_rx) = mpsc::channel(16);
+    let metrics_addr = match &config.cluster.metrics_address {
+        Some(addr) => {
+            let (listener, bound) = metrics::http::bind(addr)?;
+            tokio::spawn(metrics::http::serve(listener, metrics_tx));
+            Some(bound)
+        }
+        None => None,
+    };
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let (console_tx, console_rx) = mpsc::channel(16);
     let (console_replies, replies_rx) = mpsc::channel(16);
@@ -93,6 +105,7 @@ pub fn start(
         workers = config.cluster.worker_count,
         config = %config.source.as_ref().map_or("(defaults)".into(), |p| p.display().to_string()),
         control = %status_socket.display(),
+        metrics = %metrics_addr.map_or("(listen address only)".into(), |a| a.to_string()),
         "master starting"
     );
     let notifier = Notifier::from_env();
@@ -102,6 +115,7 @@ pub fn start(
             tls,
             listen_addr,
             status_socket,
+            metrics_addr,
             master_pid: Pid(std::process::id()),
             systemd_watchdog: notifier.watchdog_period(),
             rng: fastrand::Rng::new(),
@@ -118,6 +132,7 @@ pub fn start(
         events_tx,
         events_rx,
         status_rx,
+        metrics_rx,
         console_rx,
         console_replies,
         sys: System::new().map_err(|e| SupervisorError::Sysinfo(e.to_string()))?,
@@ -147,6 +162,7 @@ impl Shell {
                 Some(signal) = signals.next() => vec![Event::Signal(signal)],
                 Some(event) = self.events_rx.recv() => vec![event],
                 Some(call) = self.status_rx.recv() => vec![Event::Status(call)],
+                Some(call) = self.metrics_rx.recv() => vec![Event::Metrics(call)],
                 Some(incoming) = self.console_rx.recv() => vec![Event::Console {
                     command: incoming.command,
                     reply: incoming.reply,
@@ -232,6 +248,9 @@ impl Shell {
             }
             Action::Status { call, report } => {
                 let _ = call.reply.send(*report);
+            }
+            Action::Metrics { call, text } => {
+                let _ = call.reply.send(text);
             }
             Action::Measure(ids) => return Step::Then(Event::Measured(self.measure(&ids))),
             Action::PrepareReload { running } => {

@@ -2,8 +2,9 @@
 //! `frontend.ssl`), counts open connections (the `clients` of heartbeat answers) and closes them
 //! gracefully on drain.
 //!
-//! Routes: `GET /health` -> `{"worker":<slot>,"pid":<pid>,"generation":<n>,"clients":<open>}`.
-//! The gateway's handshakes ([`crate::gateway::handshake`]) answer `/socket.io/` first.
+//! Routes: `GET /health` -> `{"worker":<slot>,"pid":<pid>,"generation":<n>,"clients":<open>}`;
+//! `GET /metrics` -> the whole cluster's metrics, as the master renders them (asked for over
+//! the worker's link, see [`crate::metrics`]). The gateway's handshakes ([`crate::gateway::handshake`]) answer `/socket.io/` first.
 
 use std::net::TcpStream as StdTcpStream;
 use std::sync::Arc;
@@ -23,9 +24,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 
+use super::scrapes::MetricsAsk;
 use crate::gateway::handshake::{Handshakes, Route};
 use crate::tls::HANDSHAKE_TIMEOUT;
 
@@ -41,6 +43,8 @@ pub struct Identity {
 struct AppState {
     identity: Identity,
     clients: Arc<Clients>,
+    /// Scrapes of `/metrics`, to the worker's loop (which asks the master).
+    metrics: mpsc::Sender<MetricsAsk>,
 }
 
 #[derive(Serialize)]
@@ -75,13 +79,16 @@ impl HttpServer {
         identity: Identity,
         tls: Option<TlsAcceptor>,
         header_timeout: Duration,
+        metrics: mpsc::Sender<MetricsAsk>,
     ) -> HttpServer {
         let clients = Arc::new(Clients::default());
         let router = Router::new()
             .route("/health", get(health))
+            .route("/metrics", get(metrics_text))
             .with_state(AppState {
                 identity,
                 clients: clients.clone(),
+                metrics,
             });
         HttpServer {
             router,
@@ -236,6 +243,31 @@ async fn health(State(state): State<AppState>) -> Json<Health> {
         identity: state.identity,
         clients: state.clients.open.load(Ordering::Relaxed),
     })
+}
+
+/// The cluster's metrics: this worker asks the master for them.
+async fn metrics_text(State(state): State<AppState>) -> axum::response::Response {
+    use crate::metrics::http::{ANSWER_WAIT, exposition, plain};
+    use hyper::StatusCode;
+    let (ask, text) = oneshot::channel();
+    if state.metrics.try_send(ask).is_err() {
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many scrapes at once\n",
+        );
+    }
+    match tokio::time::timeout(ANSWER_WAIT, text).await {
+        Ok(Ok(Some(text))) => exposition(text),
+        Ok(Ok(None)) => plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the metrics could not be passed to this worker (too many scrapes at once, or too \
+             large for its channel to the master): scrape cluster.metricsAddress\n",
+        ),
+        _ => plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the master did not answer in time\n",
+        ),
+    }
 }
 
 /// Counts one open connection for as long as it lives.

@@ -9,6 +9,7 @@ use super::lag::LagProbe;
 use super::memory;
 use crate::config::Config;
 use crate::ipc::{Channel, IpcError, ToMaster, ToWorker, WorkerReport};
+use crate::metrics::WorkerMetrics;
 use crate::tls::TlsFiles;
 
 /// What the master's first message says.
@@ -65,13 +66,19 @@ impl Link {
         Ok(self.channel.sender.send(msg).await?)
     }
 
-    /// Answers heartbeat `seq` with this process's report; `clients`: its open connections.
-    pub async fn answer_heartbeat(&mut self, seq: u64, clients: u64) -> Result<(), WorkerError> {
-        let report = self.report(clients);
+    /// Answers heartbeat `seq` with this process's report; `clients`: its open connections;
+    /// `metrics`: what its service counted.
+    pub async fn answer_heartbeat(
+        &mut self,
+        seq: u64,
+        clients: u64,
+        metrics: WorkerMetrics,
+    ) -> Result<(), WorkerError> {
+        let report = Box::new(self.report(clients, metrics));
         self.send(&ToMaster::HeartbeatAck { seq, report }).await
     }
 
-    fn report(&self, clients: u64) -> WorkerReport {
+    fn report(&self, clients: u64, metrics: WorkerMetrics) -> WorkerReport {
         let (heap_used, heap_total) = memory::heap();
         let rss = memory::rss_of(std::process::id()).unwrap_or(0);
         let rss = memory::trim_if_idle_heap(rss, heap_used).unwrap_or(rss);
@@ -81,6 +88,7 @@ impl Link {
             heap_total,
             clients,
             loop_lag_us: self.probe.take_max_us(),
+            metrics,
         }
     }
 }

@@ -23,6 +23,7 @@ mod lag;
 mod link;
 pub mod memory;
 mod phase;
+mod scrapes;
 mod service;
 
 use std::net::TcpListener;
@@ -40,6 +41,7 @@ use crate::ipc::{Channel, IpcError, MAX_FRAME, ToMaster};
 use crate::logging::{self, Role};
 use link::Link;
 use phase::{Phase, Reaction, Stop};
+use scrapes::Scrapes;
 use service::{DemoService, GatewayService, RelayService, Service};
 
 /// File descriptors the master hands every worker (fixed numbers, set up before exec).
@@ -163,6 +165,9 @@ async fn serve(
     let drain_timeout = init.config.cluster.drain_timeout;
     let mut signals =
         Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP]).map_err(WorkerError::Signals)?;
+    // Scrapes of `/metrics` this worker took, waiting for the master's text.
+    let (metrics_tx, mut metrics_rx) = tokio::sync::mpsc::channel(16);
+    let mut scrapes = Scrapes::default();
     let (mut service, mut phase) = if args.kind == WorkerKind::Relay {
         drop(listener); // the relay serves no clients
         let relay = RelayService::start(&init.config);
@@ -184,7 +189,8 @@ async fn serve(
             (true, None) => return Err(WorkerError::NoTlsFiles),
         };
         let name = format!("activestack-gateway {role} pid {}", std::process::id());
-        let gateway = GatewayService::start(*init.config, name, listener, tls, generation);
+        let gateway =
+            GatewayService::start(*init.config, name, listener, tls, generation, metrics_tx);
         (Service::Gateway(Box::new(gateway)), Phase::Starting)
     };
 
@@ -196,6 +202,12 @@ async fn serve(
         let reaction = tokio::select! {
             msg = link.recv() => phase::on_message(phase, msg?),
             Some(signal) = signals.next() => phase::on_signal(phase, signal, drain_timeout),
+            Some(ask) = metrics_rx.recv() => {
+                if let Some(id) = scrapes.add(ask) {
+                    link.send(&ToMaster::Metrics { id }).await?;
+                }
+                continue;
+            }
             event = service.next() => match event {
                 service::Event::Started(started) => {
                     started?;
@@ -248,13 +260,15 @@ async fn serve(
                     Phase::Starting => 0,
                     _ => service.clients(),
                 };
-                link.answer_heartbeat(seq, clients).await?;
+                link.answer_heartbeat(seq, clients, service.metrics())
+                    .await?;
             }
             Reaction::LogLevel(level) => {
                 logging::set_level(level);
                 tracing::info!(%level, "log level changed");
             }
             Reaction::ResendInterval(ms) => service.set_resend_interval(ms),
+            Reaction::MetricsText { id, text } => scrapes.answer(id, text),
             Reaction::Push { id, audience, data } => {
                 if let Err(why) = service.push(id, audience, data) {
                     let error = Some(why.to_string());

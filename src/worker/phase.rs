@@ -52,6 +52,11 @@ pub enum Reaction {
     },
     /// The standby takes gateway slot `slot`: start accepting.
     Activate(usize),
+    /// The master's answer to the scrape `id` asked for.
+    MetricsText {
+        id: u64,
+        text: Option<String>,
+    },
     /// Start draining, with this much time; `announce`: tell the master (it asked).
     Drain {
         timeout: Duration,
@@ -90,6 +95,7 @@ pub fn on_message(phase: Phase, msg: Option<ToWorker>) -> Reaction {
             announce: true,
         },
         ToWorker::Drain { .. } => Reaction::Stop(Stop::NothingToDrain),
+        ToWorker::MetricsText { id, text } => Reaction::MetricsText { id, text },
         ToWorker::Init { .. } => Reaction::Ignore("ignoring a second init from the master"),
     }
 }

@@ -14,11 +14,13 @@ use tokio::task::JoinHandle;
 use super::WorkerError;
 use super::acceptor::Acceptor;
 use super::http::{HttpServer, Identity};
+use super::scrapes::MetricsAsk;
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::demo::{self, DemoPage};
 use crate::gateway::{Audience, Gateway, GatewayError};
 use crate::logging;
+use crate::metrics::{self, Broker, Count, RelayGauges, WorkerMetrics};
 use crate::realtime::Realtime;
 use crate::relay::{self, RelayStats};
 
@@ -60,6 +62,17 @@ impl Service {
             Service::Gateway(g) => g.next().await,
             Service::Relay(r) => r.next().await,
             Service::Demo(d) => d.next().await,
+        }
+    }
+
+    /// What the service counted, for heartbeat answers.
+    pub fn metrics(&self) -> WorkerMetrics {
+        match self {
+            Service::Gateway(g) => {
+                metrics::local::snapshot(g.realtime.as_ref().map_or(0, Realtime::clients))
+            }
+            Service::Relay(r) => r.metrics(),
+            Service::Demo(_) => WorkerMetrics::default(),
         }
     }
 
@@ -160,6 +173,8 @@ pub struct GatewayService {
     demo_page: Option<DemoPage>,
     generation: u64,
     serving: Option<Serving>,
+    /// Scrapes of `/metrics`, for the worker's loop to pass on to the master.
+    metrics: mpsc::Sender<MetricsAsk>,
     /// Outcomes of console pushes.
     pushed_tx: mpsc::UnboundedSender<(u64, Option<String>)>,
     pushed_rx: mpsc::UnboundedReceiver<(u64, Option<String>)>,
@@ -173,6 +188,7 @@ impl GatewayService {
         listener: TcpListener,
         tls: Option<tokio_rustls::TlsAcceptor>,
         generation: u64,
+        metrics: mpsc::Sender<MetricsAsk>,
     ) -> GatewayService {
         let header_timeout = config.frontend.header_timeout;
         let realtime_config = config.realtime.enabled.then(|| Box::new(config.clone()));
@@ -195,6 +211,7 @@ impl GatewayService {
             demo_page,
             generation,
             serving: None,
+            metrics,
             pushed_tx,
             pushed_rx,
         }
@@ -214,7 +231,12 @@ impl GatewayService {
             pid: std::process::id(),
             generation: self.generation,
         };
-        let mut server = HttpServer::new(identity, self.tls.clone(), self.header_timeout);
+        let mut server = HttpServer::new(
+            identity,
+            self.tls.clone(),
+            self.header_timeout,
+            self.metrics.clone(),
+        );
         server.mount(gateway.handshakes());
         if let Some(config) = &self.realtime_config {
             let name = format!("worker{slot}_{}", std::process::id());
@@ -375,6 +397,7 @@ async fn maybe<F: Future>(future: Option<F>) -> F::Output {
 async fn start_gateway(config: &Config, name: &str) -> Result<Gateway, GatewayError> {
     let mut retry = RABBIT_RETRY;
     let mut attempts = 0u32;
+    metrics::local::broker_connected(Broker::RabbitMq, false);
     loop {
         match Gateway::start(config, name).await {
             Err(e @ GatewayError::Rabbit { .. }) => {
@@ -389,7 +412,10 @@ async fn start_gateway(config: &Config, name: &str) -> Result<Gateway, GatewayEr
                 }
                 tokio::time::sleep(delay).await;
             }
-            other => return other,
+            other => {
+                metrics::local::broker_connected(Broker::RabbitMq, other.is_ok());
+                return other;
+            }
         }
     }
 }
@@ -397,6 +423,7 @@ async fn start_gateway(config: &Config, name: &str) -> Result<Gateway, GatewayEr
 /// The outbox relay as a supervised process's work.
 pub struct RelayService {
     task: JoinHandle<Result<(), relay::RelayError>>,
+    stats: Arc<RelayStats>,
     stop: watch::Sender<bool>,
     /// The task has ended (its outcome was given).
     finished: bool,
@@ -406,9 +433,14 @@ impl RelayService {
     pub fn start(config: &Config) -> RelayService {
         let (stop, shutdown) = watch::channel(false);
         let stats = Arc::new(RelayStats::default());
-        let task = tokio::spawn(relay::run_with_stats(config.relay.clone(), stats, shutdown));
+        let task = tokio::spawn(relay::run_with_stats(
+            config.relay.clone(),
+            stats.clone(),
+            shutdown,
+        ));
         RelayService {
             task,
+            stats,
             stop,
             finished: false,
         }
@@ -424,6 +456,23 @@ impl RelayService {
             Ok(result) => result.map_err(WorkerError::from),
             Err(e) => Err(WorkerError::RelayTask(e)),
         })
+    }
+
+    /// The relay's counters and gauges.
+    fn metrics(&self) -> WorkerMetrics {
+        let stats = self.stats.snapshot();
+        let mut metrics = metrics::local::snapshot(0);
+        let counts = &mut metrics.counts;
+        counts.set(Count::RelayPublished, stats.published);
+        counts.set(Count::RelayDuplicates, stats.duplicates);
+        counts.set(Count::RelayDeadLetters, stats.dead_lettered);
+        counts.set(Count::RelayRestarts, stats.restarts);
+        metrics.relay = Some(RelayGauges {
+            in_flight: stats.in_flight,
+            lag_ms: stats.lag_ms,
+            watching: stats.watching,
+        });
+        metrics
     }
 
     fn drain(&self) {

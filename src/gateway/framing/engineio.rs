@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use super::{Framing, FramingError, Received, Silent};
 use crate::gateway::wire::engineio::{self as eio, EioPacket, EioVersion, SioPacket};
 use crate::gateway::wire::websocket;
+use crate::metrics::Protocol;
 
 /// How long a revision-5 client may take to connect to a namespace after the open packet (the
 /// reference server's `connectTimeout`).
@@ -85,6 +86,13 @@ impl Framing for EngineIo {
         match self.version {
             EioVersion::V4 => "socket.io v5 (engine.io 4)",
             EioVersion::V3 => "socket.io v4 (engine.io 3)",
+        }
+    }
+
+    fn protocol(&self) -> Protocol {
+        match self.version {
+            EioVersion::V4 => Protocol::SocketIo5,
+            EioVersion::V3 => Protocol::SocketIo4,
         }
     }
 

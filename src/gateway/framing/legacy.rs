@@ -14,6 +14,7 @@ use crate::gateway::wire::legacy::{
     self, AckRequest, ErrorAdvice, ErrorReason, LegacyError, Packet,
 };
 use crate::gateway::wire::websocket;
+use crate::metrics::Protocol;
 
 /// Where the heartbeat is.
 #[derive(Debug, Clone, Copy)]
@@ -72,6 +73,10 @@ fn auto_ack(ack: AckRequest, out: &mut Vec<u8>) {
 impl Framing for Legacy {
     fn name(&self) -> &'static str {
         "socket.io 0.9"
+    }
+
+    fn protocol(&self) -> Protocol {
+        Protocol::SocketIo09
     }
 
     fn open(&mut self, now: Instant, out: &mut Vec<u8>) -> Result<(), FramingError> {

@@ -41,6 +41,8 @@ pub struct Silent {
 pub trait Framing: Send {
     /// `engine.io v4`, `socket.io 0.9`...: for logs and status.
     fn name(&self) -> &'static str;
+    /// Which protocol it is, for the metrics.
+    fn protocol(&self) -> crate::metrics::Protocol;
     /// Written once the websocket is open. An error refuses the client (after what was
     /// written, which tells it why).
     fn open(&mut self, now: Instant, out: &mut Vec<u8>) -> Result<(), FramingError>;

@@ -44,6 +44,8 @@ impl ClusterState {
             return;
         };
         worker.last_answer = Some(now);
+        self.totals
+            .add_increase(&worker.report.metrics.counts, &report.metrics.counts);
         worker.report = report;
         // The backoff resets only for a worker that got as far as serving: one that answers
         // heartbeats while it waits for RabbitMQ and then fails has not.
@@ -92,7 +94,7 @@ impl ClusterState {
             let was_in_place = self.detach(id);
             self.kill(id);
             if let Some(place) = was_in_place {
-                self.lost(place, was_ready, "hung");
+                self.lost(place, was_ready, RestartCause::Hung);
             }
         }
     }
@@ -175,18 +177,14 @@ impl ClusterState {
                 "{over} from its start: the limit is below what a fresh worker needs; raise it. \
                  Replacing the worker with backoff; it keeps serving until its replacement is ready"
             );
-            self.schedule_restart(
-                place,
-                "over its memory limit from the start",
-                Duration::ZERO,
-            );
+            self.schedule_restart(place, RestartCause::MemoryLimitAtStart, Duration::ZERO);
         } else {
             tracing::error!(
                 slot = %place,
                 pid,
                 "{over}: recycling the worker (replacement first, then drain)"
             );
-            self.count_restart(place);
+            self.count_restart(place, RestartCause::MemoryLimit);
         }
     }
 

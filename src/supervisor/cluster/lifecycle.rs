@@ -89,6 +89,15 @@ impl ClusterState {
                 self.status_socket.display()
             );
         }
+        if new.cluster.metrics_address != self.config.cluster.metrics_address {
+            tracing::warn!(
+                "cluster.metricsAddress changed to {}; the master keeps serving metrics on {} \
+                 until it is restarted",
+                new.cluster.metrics_address.as_deref().unwrap_or("(none)"),
+                self.metrics_addr
+                    .map_or("the listen address only".into(), |a| a.to_string()),
+            );
+        }
         self.emit(Action::LogLevel(new.frontend.log_level));
         let (old, now) = (&self.config.cluster, self.now);
         if new.cluster.heartbeat_interval != old.heartbeat_interval {

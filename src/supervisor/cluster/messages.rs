@@ -19,11 +19,18 @@ impl ClusterState {
                 tracing::info!(slot = %place, pid = worker.pid(), "worker ready");
                 self.promote(place, id);
             }
-            ToMaster::HeartbeatAck { seq: _, report } => self.on_heartbeat_ack(id, report),
+            ToMaster::HeartbeatAck { seq: _, report } => self.on_heartbeat_ack(id, *report),
             ToMaster::Draining { clients } => {
                 tracing::debug!(slot = %worker.place, pid = worker.pid(), clients, "worker is draining");
             }
             ToMaster::Pushed { id, error } => self.on_pushed(id, error),
+            ToMaster::Metrics { id: scrape } => {
+                let text = Some(self.render_metrics());
+                self.emit(Action::Send {
+                    id,
+                    msg: ToWorker::MetricsText { id: scrape, text },
+                });
+            }
         }
     }
 
@@ -51,7 +58,7 @@ impl ClusterState {
                 let was_in_place = self.detach(id);
                 self.kill(id);
                 if let Some(place) = was_in_place {
-                    self.lost(place, false, "could not be activated");
+                    self.lost(place, false, RestartCause::NotActivated);
                 }
             }
             ToWorker::Push { id: push, .. } => {
@@ -61,6 +68,20 @@ impl ClusterState {
                 };
                 self.on_pushed(push, Some(error));
             }
+            ToWorker::MetricsText {
+                id: scrape,
+                text: Some(_),
+            } if matches!(why, NotSent::TooLarge(_)) => {
+                // The scrape gets a 503 that says to use cluster.metricsAddress.
+                self.emit(Action::Send {
+                    id,
+                    msg: ToWorker::MetricsText {
+                        id: scrape,
+                        text: None,
+                    },
+                });
+            }
+            ToWorker::MetricsText { .. } => {}
             other => tracing::warn!(slot = %place, pid, ?why, "not sent to the worker: {other:?}"),
         }
     }
@@ -84,7 +105,7 @@ impl ClusterState {
             _ if stopping => tracing::info!(slot = %place, pid, %status, "worker exited"),
             (_, Some(place)) => {
                 tracing::error!(slot = %place, pid, %status, "worker exited unexpectedly");
-                self.lost(place, worker.is_ready(), "exited");
+                self.lost(place, worker.is_ready(), RestartCause::Exited);
             }
             (_, None) => tracing::info!(slot = %place, pid, %status, "worker exited"),
         }

@@ -24,11 +24,13 @@
 //!
 //! What the state does is split by concern: [`workers`] (what runs in each slot, and the
 //! standby), [`health`] (heartbeats, watchdog, memory, lag), [`lifecycle`] (signals, reloads,
-//! readiness, stop), [`verbs`] (console verbs) and [`status`].
+//! readiness, stop), [`verbs`] (console verbs), [`status`] and [`metrics`] (the Prometheus
+//! text).
 
 mod health;
 mod lifecycle;
 mod messages;
+mod metrics;
 mod place;
 mod status;
 mod verbs;
@@ -55,6 +57,9 @@ use super::spawn::SpawnError;
 use crate::config::{Config, LogLevel};
 use crate::console::{Answer, Command, CommandError};
 use crate::ipc::{Frame, IpcError, ToMaster, ToWorker};
+use crate::metrics::Counts;
+use crate::metrics::http::MetricsCall;
+use crate::status::Role;
 use crate::status::{Pid, StatusCall, StatusReport};
 use crate::tls::TlsFiles;
 use place::{Slot, Standby};
@@ -113,8 +118,64 @@ pub enum Event {
     },
     /// A request on the status socket.
     Status(StatusCall),
+    /// A scrape on `cluster.metricsAddress`.
+    Metrics(MetricsCall),
     /// The reload [`Action::PrepareReload`] asked for: the new config read and checked.
     Reloaded(Box<Result<Prepared, ReloadError>>),
+}
+
+/// Why a place needed a new worker (the `cause` of `activestack_worker_restarts_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RestartCause {
+    /// Its worker exited (or was killed) without being told to.
+    Exited,
+    /// Its worker stopped answering heartbeats (`cluster.workerTimeout`) and was killed.
+    Hung,
+    /// Its worker could not be started (fork, exec, an init message too large).
+    SpawnFailed,
+    /// The standby did not read its messages and could not be activated.
+    NotActivated,
+    /// Its worker crossed a memory limit and was recycled.
+    MemoryLimit,
+    /// Its new worker was over a memory limit from its start.
+    MemoryLimitAtStart,
+}
+
+impl RestartCause {
+    pub const ALL: [RestartCause; 6] = [
+        RestartCause::Exited,
+        RestartCause::Hung,
+        RestartCause::SpawnFailed,
+        RestartCause::NotActivated,
+        RestartCause::MemoryLimit,
+        RestartCause::MemoryLimitAtStart,
+    ];
+
+    /// The `cause` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            RestartCause::Exited => "exited",
+            RestartCause::Hung => "hung",
+            RestartCause::SpawnFailed => "spawn_failed",
+            RestartCause::NotActivated => "not_activated",
+            RestartCause::MemoryLimit => "memory_limit",
+            RestartCause::MemoryLimitAtStart => "memory_limit_at_start",
+        }
+    }
+}
+
+/// As the logs say it: `worker {cause}; restarting after backoff`.
+impl std::fmt::Display for RestartCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RestartCause::Exited => "exited",
+            RestartCause::Hung => "hung",
+            RestartCause::SpawnFailed => "could not be started",
+            RestartCause::NotActivated => "could not be activated",
+            RestartCause::MemoryLimit => "over its memory limit",
+            RestartCause::MemoryLimitAtStart => "over its memory limit from the start",
+        })
+    }
 }
 
 /// Why the current config cannot be handed to a worker.
@@ -165,6 +226,11 @@ pub enum Action {
     Status {
         call: StatusCall,
         report: Box<StatusReport>,
+    },
+    /// Answer a scrape on `cluster.metricsAddress`.
+    Metrics {
+        call: MetricsCall,
+        text: String,
     },
     /// Measure these workers' RSS and report it with [`Event::Measured`].
     Measure(Vec<WorkerId>),
@@ -258,6 +324,13 @@ pub struct ClusterState {
     listen_addr: SocketAddr,
     /// The status socket the master listens on (bound at start; a reload does not move it).
     status_socket: PathBuf,
+    /// Where the master answers scrapes itself (`cluster.metricsAddress`, bound at start).
+    metrics_addr: Option<SocketAddr>,
+    /// The cluster's counters: every worker report's increase over the same worker's previous
+    /// one, added up (so they never go down when a worker goes).
+    totals: Counts,
+    /// Restarts since the master started, by role and cause.
+    restarts_by_cause: BTreeMap<(Role, RestartCause), u64>,
     desired: usize,
     /// The gateway workers' slots, `desired` of them.
     slots: Vec<Slot>,
@@ -300,6 +373,7 @@ pub struct Start {
     pub tls: Option<TlsFiles>,
     pub listen_addr: SocketAddr,
     pub status_socket: PathBuf,
+    pub metrics_addr: Option<SocketAddr>,
     pub master_pid: Pid,
     /// How often to tell systemd `WATCHDOG=1`, if it asks.
     pub systemd_watchdog: Option<Duration>,
@@ -313,6 +387,7 @@ impl ClusterState {
             tls,
             listen_addr,
             status_socket,
+            metrics_addr,
             master_pid,
             systemd_watchdog,
             rng,
@@ -329,6 +404,9 @@ impl ClusterState {
             generation: 1,
             listen_addr,
             status_socket,
+            metrics_addr,
+            totals: Counts::default(),
+            restarts_by_cause: BTreeMap::new(),
             slots: Vec::new(),
             relay: None,
             demo: None,
@@ -369,6 +447,9 @@ impl ClusterState {
         } else if let Event::Status(call) = event {
             // Answered to the end: the socket outlives the last worker by a moment.
             self.answer_status(call);
+        } else if let Event::Metrics(call) = event {
+            let text = self.render_metrics();
+            self.emit(Action::Metrics { call, text });
         }
         std::mem::take(&mut self.out)
     }
@@ -393,6 +474,10 @@ impl ClusterState {
             Event::Measured(rss) => self.on_measured(rss),
             Event::Console { command, reply } => self.on_console(command, reply),
             Event::Status(call) => self.answer_status(call),
+            Event::Metrics(call) => {
+                let text = self.render_metrics();
+                self.emit(Action::Metrics { call, text });
+            }
             Event::Reloaded(result) => self.on_reloaded(*result),
         }
     }

@@ -38,6 +38,7 @@ impl ClusterState {
             config_path: self.config.source.clone(),
             generation: self.generation,
             listen: self.listen_addr.to_string(),
+            metrics: self.metrics_addr.map(|a| a.to_string()),
             phase,
             uptime_ms: ms(now.duration_since(self.started)),
             desired_workers: self.desired,

@@ -8,7 +8,6 @@ use std::os::unix::process::ExitStatusExt;
 
 use super::*;
 use crate::config::{Loaded, MB, MemoryThresholds};
-use crate::ipc::WorkerReport;
 
 const HEARTBEAT: Duration = Duration::from_millis(100);
 const WATCHDOG: Duration = Duration::from_millis(100);
@@ -58,6 +57,7 @@ impl Sim {
             tls: None,
             listen_addr: "127.0.0.1:8080".parse().unwrap(),
             status_socket: PathBuf::from("/tmp/test-status.sock"),
+            metrics_addr: None,
             master_pid: Pid(1),
             systemd_watchdog: None,
             rng: fastrand::Rng::with_seed(7),
@@ -121,7 +121,7 @@ impl Sim {
                     } if self.answering.contains(id) => {
                         let msg = ToMaster::HeartbeatAck {
                             seq: *seq,
-                            report: WorkerReport::default(),
+                            report: Box::default(),
                         };
                         queue.push_back(Event::FromWorker { id: *id, msg });
                     }
@@ -189,7 +189,7 @@ impl Sim {
             id,
             msg: ToMaster::HeartbeatAck {
                 seq: 0,
-                report: WorkerReport::default(),
+                report: Box::default(),
             },
         });
     }

@@ -173,7 +173,12 @@ impl ClusterState {
         }
     }
 
-    pub(super) fn count_restart(&mut self, place: Place) {
+    pub(super) fn count_restart(&mut self, place: Place, cause: RestartCause) {
+        let by_cause = self
+            .restarts_by_cause
+            .entry((place.role(), cause))
+            .or_default();
+        *by_cause = by_cause.saturating_add(1);
         let restarts = match place {
             Place::Slot(id) => self.slot_mut(id).map(|s| &mut s.restarts),
             Place::Standby => Some(&mut self.standby.restarts),
@@ -197,7 +202,7 @@ impl ClusterState {
                     },
                 };
                 tracing::error!(slot = %place, "{}", error_chain(&error));
-                self.schedule_restart(place, "could not be started", SPAWN_RETRY_MIN);
+                self.schedule_restart(place, RestartCause::SpawnFailed, SPAWN_RETRY_MIN);
                 return;
             }
         };
@@ -260,7 +265,7 @@ impl ClusterState {
         if let Some(place) = place
             && self.phase == Phase::Running
         {
-            self.schedule_restart(place, "could not be started", SPAWN_RETRY_MIN);
+            self.schedule_restart(place, RestartCause::SpawnFailed, SPAWN_RETRY_MIN);
         }
     }
 
@@ -268,7 +273,7 @@ impl ClusterState {
     /// goes under its backoff if that leaves it without a worker, or if the worker never got as
     /// far as ready (a reload's replacement that dies at start would otherwise be started again
     /// at once, over and over).
-    pub(super) fn lost(&mut self, place: Place, was_ready: bool, why: &str) {
+    pub(super) fn lost(&mut self, place: Place, was_ready: bool, why: RestartCause) {
         let empty = match place {
             Place::Slot(id) => self.slot(id).is_some_and(|s| s.active.is_none()),
             Place::Standby => self.standby.worker.is_none(),
@@ -279,7 +284,7 @@ impl ClusterState {
     }
 
     /// A place's worker failed: the next one starts after the backoff delay (at least `min`).
-    pub(super) fn schedule_restart(&mut self, place: Place, why: &str, min: Duration) {
+    pub(super) fn schedule_restart(&mut self, place: Place, why: RestartCause, min: Duration) {
         let cluster = &self.config.cluster;
         let (max_backoff, base) = (cluster.max_restart_backoff, cluster.worker_restart_delay);
         let random = self.rng.f64();
@@ -292,7 +297,7 @@ impl ClusterState {
         let failures = backoff.failures;
         // A zero delay is no backoff at all (and never a wake-up in the past).
         backoff.not_before = (delay > Duration::ZERO).then_some(now + delay);
-        self.count_restart(place);
+        self.count_restart(place, why);
         tracing::warn!(
             slot = %place,
             failures,
