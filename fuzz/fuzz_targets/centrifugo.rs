@@ -8,6 +8,10 @@ use activestack_gateway::realtime::channel::{self, ChannelError};
 use activestack_gateway::realtime::jwt;
 use activestack_gateway::realtime::protocol::{Command, Method, split_frame};
 use libfuzzer_sys::fuzz_target;
+// Raw JSON from the decoders is checked for its syntax only: a number beyond f64 (`1e999`) is
+// valid JSON that serde_json refuses to make a `Value` of (the framings answer it with a
+// protocol error, which is what the first runs of these targets found).
+use serde::de::IgnoredAny;
 
 const SECRET: &[u8] = b"fuzz secret";
 const NOW_S: u64 = 1_700_000_000;
@@ -32,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
                 // `exp` may have a fraction, which the expiry time drops.
                 assert!(c.expires_at.is_none_or(|at| at >= NOW_S));
                 if let Some(info) = c.info {
-                    serde_json::from_str::<serde_json::Value>(info.get()).expect("info is JSON");
+                    serde_json::from_str::<IgnoredAny>(info.get()).expect("info is JSON");
                 }
             }
             assert!(jwt::verify(&token, b"another secret", NOW_S).is_err());
@@ -58,7 +62,7 @@ fn commands(frame: &str) {
             }
             Method::Publish(r) => {
                 if let Some(data) = &r.data {
-                    serde_json::from_str::<serde_json::Value>(data.get()).expect("data is JSON");
+                    serde_json::from_str::<IgnoredAny>(data.get()).expect("data is JSON");
                 }
                 r.channel.as_str()
             }

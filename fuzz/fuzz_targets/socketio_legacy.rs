@@ -14,6 +14,10 @@ use activestack_gateway::gateway::wire::legacy::{
     Packet, SID_LEN, SID_MAX_SKEW_MS, SidError, decode, new_sid, verify_sid,
 };
 use libfuzzer_sys::fuzz_target;
+// Raw JSON from the decoders is checked for its syntax only: a number beyond f64 (`1e999`) is
+// valid JSON that serde_json refuses to make a `Value` of (the framings answer it with a
+// protocol error, which is what the first runs of these targets found).
+use serde::de::IgnoredAny;
 use tokio::time::Instant;
 
 const SECRET: &[u8] = b"fuzz secret";
@@ -55,11 +59,11 @@ fn check_packet(text: &str) {
         Ok(Packet::Event { name, args, .. }) => {
             assert_ne!(name, "disconnect");
             for arg in args {
-                serde_json::from_str::<serde_json::Value>(arg.get()).expect("raw args are JSON");
+                serde_json::from_str::<IgnoredAny>(arg.get()).expect("raw args are JSON");
             }
         }
         Ok(Packet::Json { data, .. }) => {
-            serde_json::from_str::<serde_json::Value>(data.get()).expect("raw data is JSON");
+            serde_json::from_str::<IgnoredAny>(data.get()).expect("raw data is JSON");
         }
         Ok(_) | Err(_) => {}
     }

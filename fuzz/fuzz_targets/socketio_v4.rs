@@ -13,6 +13,10 @@ use activestack_gateway::gateway::wire::engineio::{
     EioPacket, EioVersion, SioPacket, decode_eio, decode_sio, split_nsp_query,
 };
 use libfuzzer_sys::fuzz_target;
+// Raw JSON from the decoders is checked for its syntax only: a number beyond f64 (`1e999`) is
+// valid JSON that serde_json refuses to make a `Value` of (the framings answer it with a
+// protocol error, which is what the first runs of these targets found).
+use serde::de::IgnoredAny;
 use tokio::time::Instant;
 
 fuzz_target!(|data: &[u8]| {
@@ -64,7 +68,7 @@ fn check_sio(text: &str) {
         }
         Ok(SioPacket::Event { name, args, .. }) => {
             for arg in args {
-                serde_json::from_str::<serde_json::Value>(arg.get()).expect("raw args are JSON");
+                serde_json::from_str::<IgnoredAny>(arg.get()).expect("raw args are JSON");
             }
             assert!(!name.is_empty() || text.contains("\"\""));
         }
