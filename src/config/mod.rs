@@ -552,6 +552,27 @@ impl Config {
             .collect()
     }
 
+    /// The keys this config has from its file, each written back with its effective value
+    /// (secrets in clear), as a properties text that [`Config::parse`] reads as the same
+    /// config: for tools and tests that rewrite a file, never for logs.
+    pub fn to_properties(&self) -> String {
+        let mut out = String::new();
+        for key in self.origins.0.keys() {
+            let value = match keys::spec(key) {
+                Some(spec) => (spec.get)(self),
+                None => match realtime::namespace_value(&self.realtime, key) {
+                    Some(value) => value,
+                    None => continue,
+                },
+            };
+            properties::write_escaped(key, &mut out);
+            out.push('=');
+            properties::write_escaped(&value, &mut out);
+            out.push('\n');
+        }
+        out
+    }
+
     /// Where `key`'s value came from (`Default` for unknown keys too).
     pub fn origin(&self, key: &str) -> Origin {
         self.origins.get(key)

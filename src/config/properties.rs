@@ -71,6 +71,31 @@ pub(crate) fn parse(text: &str, origin: &Path) -> Result<Properties, Problem> {
     Ok(properties)
 }
 
+/// Appends `text` escaped so that [`parse`] reads it back as it is, as a key or as a value:
+/// the separators, comment marks, backslashes and every space (a value is trimmed) with a
+/// backslash, control characters as `\uXXXX`.
+pub(crate) fn write_escaped(text: &str, out: &mut String) {
+    for c in text.chars() {
+        match c {
+            '\\' | ' ' | ':' | '=' | '!' | '#' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\u{c}' => out.push_str("\\f"),
+            c if c.is_control() || c.is_whitespace() || c == '\u{feff}' => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+}
+
 /// "Malformed \uxxxx encoding: not hex. (line_number = 3)" -> "malformed \uxxxx escape: not hex"
 fn syntax_message(e: &java_properties::PropertiesError) -> String {
     let full = e.to_string();

@@ -168,6 +168,22 @@ pub(crate) fn namespace_key(
     Some(setter(config.namespace_mut(name), value))
 }
 
+/// The value of a `realtime.namespace.<name>.<option>` key as it would be written in the file
+/// (`None` if `key` is not such a key or names no namespace `config` has).
+pub(crate) fn namespace_value(config: &RealtimeConfig, key: &str) -> Option<String> {
+    let rest = key.strip_prefix(NAMESPACE_PREFIX)?;
+    let (name, option) = rest.rsplit_once('.')?;
+    let ns = config.namespaces.get(name)?;
+    Some(match option {
+        "historySize" => ns.history_size.to_string(),
+        "historyTtl" => ns.history_ttl.as_secs().to_string(),
+        "forceRecovery" => ns.force_recovery.to_string(),
+        "presence" => ns.presence.to_string(),
+        "allowUserLimitedChannels" => ns.allow_user_limited_channels.to_string(),
+        _ => return None,
+    })
+}
+
 /// Whether `key` is a `realtime.namespace.<name>.<option>` key ([`namespace_key`] sets it).
 pub(crate) fn is_namespace_key(key: &str) -> bool {
     namespace_key(&mut RealtimeConfig::default(), key, "").is_some()

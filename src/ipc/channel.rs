@@ -80,6 +80,11 @@ impl Frame {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The bytes on the wire.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 pub struct Receiver<Rx> {
@@ -96,16 +101,12 @@ impl<Rx: DeserializeOwned> Receiver<Rx> {
     /// stays buffered for the next call.
     pub async fn recv(&mut self) -> Result<Option<Rx>, IpcError> {
         loop {
-            if self.buf.len() >= 4 {
-                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
-                let len = len as usize;
-                check_len(len)?;
-                if self.buf.len() >= 4 + len {
-                    let msg = serde_json::from_slice(&self.buf[4..4 + len]);
-                    self.buf.drain(..4 + len);
-                    return msg.map(Some).map_err(IpcError::Decode);
+            match decode(&self.buf) {
+                Decoded::Message { msg, used } => {
+                    self.buf.drain(..used);
+                    return msg.map(Some);
                 }
-                self.buf.reserve(4 + len - self.buf.len());
+                Decoded::Incomplete { needed } => self.buf.reserve(needed),
             }
             if self.read.read_buf(&mut self.buf).await? == 0 {
                 return match self.buf.is_empty() {
@@ -114,6 +115,46 @@ impl<Rx: DeserializeOwned> Receiver<Rx> {
                 };
             }
         }
+    }
+}
+
+/// What the start of a buffer holds: one whole frame, or not yet.
+#[derive(Debug)]
+pub enum Decoded<Rx> {
+    /// A whole frame: its message (or why its bytes are not one), and the bytes it took,
+    /// length prefix included (0 when the prefix itself is refused: the stream cannot go on).
+    Message {
+        msg: Result<Rx, IpcError>,
+        used: usize,
+    },
+    /// `needed` more bytes at least before a frame is whole.
+    Incomplete { needed: usize },
+}
+
+/// Reads the frame at the start of `buf` (bytes received and not yet used), as [`Receiver`]
+/// does. A length prefix out of bounds is an error at once, before anything is allocated for
+/// the frame.
+pub fn decode<Rx: DeserializeOwned>(buf: &[u8]) -> Decoded<Rx> {
+    let Some((prefix, rest)) = buf.split_first_chunk::<4>() else {
+        return Decoded::Incomplete {
+            needed: 4 - buf.len(),
+        };
+    };
+    let len = u32::from_be_bytes(*prefix) as usize;
+    if let Err(e) = check_len(len) {
+        return Decoded::Message {
+            msg: Err(e),
+            used: 0,
+        };
+    }
+    match rest.get(..len) {
+        Some(json) => Decoded::Message {
+            msg: serde_json::from_slice(json).map_err(IpcError::Decode),
+            used: 4 + len,
+        },
+        None => Decoded::Incomplete {
+            needed: len - rest.len(),
+        },
     }
 }
 

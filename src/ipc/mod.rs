@@ -37,7 +37,7 @@
 mod channel;
 mod message;
 
-pub use channel::{Channel, Frame, IpcError, Receiver, Sender, encode};
+pub use channel::{Channel, Decoded, Frame, IpcError, Receiver, Sender, decode, encode};
 pub use message::{ToMaster, ToWorker, WorkerReport};
 
 /// Largest frame either side accepts (the init frame carries the whole config).
