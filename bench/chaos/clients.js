@@ -70,7 +70,7 @@ function v4Socket(url) {
     onConnect: (fn) => s.on("connect", fn),
     onDisconnect: (fn) => s.on("disconnect", (reason) => fn(String(reason))),
     onGiveUp: () => {}, // v4 retries for ever
-    emit: (e, d) => s.emit(e, d),
+    emit: (e, d) => { s.emit(e, d); return true; },
     close: () => s.close(),
   };
 }
@@ -91,7 +91,11 @@ function legacySocket(url) {
     onConnect: (fn) => s.on("connect", fn),
     onDisconnect: (fn) => s.on("disconnect", (reason) => fn(String(reason))),
     onGiveUp: (fn) => { s.on("reconnect_failed", fn); s.on("connect_failed", fn); },
-    emit: (e, d) => s.emit(e, d),
+    // The 0.9 library throws ("not opened") when its websocket is closing but it has not
+    // noticed yet: the packet is not sent, and the disconnect follows.
+    emit: (e, d) => {
+      try { s.emit(e, d); return true; } catch (_) { return false; }
+    },
     close: () => s.disconnect(),
   };
 }
@@ -166,15 +170,20 @@ class SioClient {
   }
 
   send(p) {
+    const event = this.loggedIn ? "testCall" : "authenticate";
+    const body = { cn: p.cn, messageId: p.id, attempt: p.attempt + 1, sendAck: true };
+    if (!this.loggedIn) Object.assign(body, { user: this.name, deviceId: `${this.name}-device` });
+    p.sentAt = Date.now();
+    if (!this.sock.emit(event, body)) {
+      // Not sent (the library's socket is going away): sent again once connected again.
+      line("F", now(), this.name, p.id, this.conn);
+      this.ready = false;
+      return;
+    }
     p.attempt++;
     p.acked = false;
-    p.sentAt = Date.now();
     stats.sent++;
     line("S", now(), this.name, p.id, p.attempt, this.conn);
-    const event = this.loggedIn ? "testCall" : "authenticate";
-    const body = { cn: p.cn, messageId: p.id, attempt: p.attempt, sendAck: true };
-    if (!this.loggedIn) Object.assign(body, { user: this.name, deviceId: `${this.name}-device` });
-    this.sock.emit(event, body);
   }
 
   onAck(id) {
@@ -256,6 +265,12 @@ class RtClient {
 }
 
 // ----- main -----
+
+// A bug in a client library must not take every client down with it: logged, counted.
+process.on("uncaughtException", (e) => {
+  line("U", now(), "-", String(e && e.stack || e).split("\n").slice(0, 3).join(" | "));
+  stats.uncaught = (stats.uncaught || 0) + 1;
+});
 
 const sio = [];
 for (let i = 0; i < (config.v4 || 0); i++) sio.push(new SioClient(`${config.tag}-v4-${i}`, "v4"));

@@ -323,8 +323,19 @@ impl Run {
     /// are recycled once their clients make them grow.
     fn memory_limit(&self, cluster: &Cluster, settings: &mut Settings) -> Option<String> {
         const MB: u64 = 1024 * 1024;
-        let status = cluster.settled()?;
-        let fresh = status.standby.first()?.rss;
+        // The standby's RSS, once the master has measured it.
+        let start = Instant::now();
+        let (status, fresh) = loop {
+            if let Some(s) = cluster.settled()
+                && let Some(rss) = s.standby.first().map(|w| w.rss).filter(|&r| r > 0)
+            {
+                break (s, rss);
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
         let limit = fresh.div_ceil(MB) + env_or("CHAOS_MEMORY_MARGIN_MB", 1u64);
         settings.extra.push(format!("cluster.memoryLimit.rss={limit}"));
         cluster.rewrite(settings);

@@ -48,6 +48,10 @@ pub struct SocketIo {
     pub reconnects: u64,
     /// Sockets the library gave up on (a fresh one took over).
     pub gave_up: u64,
+    /// Emits the 0.9 library refused (its socket was closing), and exceptions in the client
+    /// libraries (logged by clients.js, which carries on).
+    pub failed_emits: u64,
+    pub client_exceptions: u64,
     pub gateway_errors: BTreeMap<String, u64>,
     /// The agent moved this many messages from old client queues (ReconnectRequests).
     pub moved: u64,
@@ -88,6 +92,8 @@ pub struct ClientLog {
     connects: HashMap<String, u64>,
     disconnects: u64,
     gave_up: u64,
+    failed_emits: u64,
+    exceptions: u64,
     errors: BTreeMap<String, u64>,
     /// Realtime: user -> data ids received, in order.
     rt_received: HashMap<String, Vec<String>>,
@@ -108,6 +114,8 @@ impl ClientLog {
             connects: HashMap::new(),
             disconnects: 0,
             gave_up: 0,
+            failed_emits: 0,
+            exceptions: 0,
             errors: BTreeMap::new(),
             rt_received: HashMap::new(),
             rt_connects: HashMap::new(),
@@ -147,6 +155,8 @@ impl ClientLog {
                 "C" => *log.connects.entry(field(2).to_string()).or_default() += 1,
                 "D" => log.disconnects += 1,
                 "X" => log.gave_up += 1,
+                "F" => log.failed_emits += 1,
+                "U" => log.exceptions += 1,
                 "RC" => *log.rt_connects.entry(field(2).to_string()).or_default() += 1,
                 "RD" => log.rt_disconnects += 1,
                 "RS" => {
@@ -204,6 +214,8 @@ impl ClientLog {
             disconnects: self.disconnects,
             reconnects: self.connects.values().map(|n| n.saturating_sub(1)).sum(),
             gave_up: self.gave_up,
+            failed_emits: self.failed_emits,
+            client_exceptions: self.exceptions,
             gateway_errors: self.errors.clone(),
             moved: agent.moved,
             renames: agent.renames,
