@@ -11,6 +11,7 @@
 //! clusters sharing a Redis but not a control channel are apart (as the socket.io adapter is).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -86,8 +87,24 @@ pub enum Range {
 pub struct Engine {
     commands: ConnectionManager,
     pubsub: ConnectionManager,
+    /// Set when the pub/sub connection drops (see [`Engine::keep_pubsub`]).
+    pubsub_lost: Arc<PubsubLost>,
     prefix: Arc<str>,
     hub: Arc<Hub>,
+}
+
+/// The pub/sub connection dropped, and has not been seen working since.
+#[derive(Default)]
+struct PubsubLost {
+    lost: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl PubsubLost {
+    fn set(&self) {
+        self.lost.store(true, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
 }
 
 static PUBLISH: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
@@ -207,12 +224,17 @@ impl Engine {
             .map_err(EngineError::Setup)?;
         let commands = ConnectionManager::new_lazy_with_config(client.clone(), settings())?;
         let route_hub = hub.clone();
+        let pubsub_lost = Arc::new(PubsubLost::default());
+        let route_lost = pubsub_lost.clone();
         let pub_prefix = format!("{prefix}pub.");
         let pubsub = ConnectionManager::new_lazy_with_config(
             client,
             settings()
                 .set_automatic_resubscription()
                 .set_push_sender(move |push: PushInfo| {
+                    if matches!(push.kind, PushKind::Disconnection) {
+                        route_lost.set();
+                    }
                     route(push, &pub_prefix, &route_hub);
                     Ok::<(), std::convert::Infallible>(())
                 }),
@@ -220,9 +242,49 @@ impl Engine {
         Ok(Engine {
             commands,
             pubsub,
+            pubsub_lost,
             prefix,
             hub,
         })
+    }
+
+    /// Brings the pub/sub connection back after it dropped, however long Redis is away, until
+    /// `closing`. The connection manager tries a few times on its own, then waits for the
+    /// next command, which the pub/sub connection may never get: so a PING goes out (every
+    /// 100 ms doubling to 2 s) until one is answered, the subscriptions having been made again
+    /// first. Then every subscriber recovers what went by meanwhile from the history
+    /// ([`Hub::lose_positions`]).
+    pub async fn keep_pubsub(&self, mut closing: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            if !self.pubsub_lost.lost.load(Ordering::SeqCst) {
+                tokio::select! {
+                    () = self.pubsub_lost.notify.notified() => {}
+                    _ = closing.wait_for(|c| *c) => return,
+                }
+                continue;
+            }
+            let mut pause =
+                crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+            loop {
+                let ping = redis::cmd("PING")
+                    .query_async::<()>(&mut self.pubsub.clone())
+                    .await;
+                match ping {
+                    Ok(()) => break,
+                    Err(e) => tracing::debug!("realtime: Redis pub/sub not back yet: {e}"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(pause.next_delay()) => {}
+                    _ = closing.wait_for(|c| *c) => return,
+                }
+            }
+            self.pubsub_lost.lost.store(false, Ordering::SeqCst);
+            let told = self.hub.lose_positions();
+            tracing::info!(
+                subscriptions = told,
+                "realtime: Redis pub/sub connection back; subscribers recover from the history"
+            );
+        }
     }
 
     pub fn hub(&self) -> &Arc<Hub> {

@@ -176,6 +176,35 @@ impl Hub {
         )
     }
 
+    /// The Redis pub/sub connection was lost and is back: publications may have gone by while
+    /// this worker was not listening, and only a later publication would show the gap. Every
+    /// positioned subscriber is dropped and told ([`Sink::position_lost`]: it subscribes again,
+    /// recovering from its last position); a pending one loses its position when it activates.
+    /// Subscribers of channels without history have nothing to recover and stay. Returns how
+    /// many were told.
+    pub fn lose_positions(&self) -> usize {
+        let mut channels = self.lock();
+        let mut told = 0;
+        channels.retain(|channel, subs| {
+            subs.retain_mut(|sub| match &mut sub.position {
+                Position::At { .. } => {
+                    sub.sink.position_lost(channel);
+                    told += 1;
+                    false
+                }
+                Position::Pending(kept) => {
+                    *kept = None;
+                    true
+                }
+                Position::Unpositioned => true,
+            });
+            !subs.is_empty()
+        });
+        self.subscriptions
+            .fetch_sub(told as u64, Ordering::Relaxed);
+        told
+    }
+
     /// One publication from Redis to the channel's subscribers here.
     pub fn deliver(&self, channel: &str, publication: PubMsg) {
         let mut channels = self.lock();
@@ -302,6 +331,30 @@ mod tests {
         let (id, _) = hub.join("c", Arc::new(Record::default()));
         hub.deliver("c", pubmsg(9, "e"));
         assert_eq!(hub.activate("c", id, Some((5, "e"))), Merge::Lost);
+    }
+
+    #[test]
+    fn losing_the_pubsub_connection_loses_every_position() {
+        let hub = Hub::default();
+        let (positioned, pending, unpositioned) = (
+            Arc::new(Record::default()),
+            Arc::new(Record::default()),
+            Arc::new(Record::default()),
+        );
+        let (a, _) = hub.join("a", positioned.clone());
+        assert!(matches!(hub.activate("a", a, Some((3, "e"))), Merge::Live(_)));
+        let (b, _) = hub.join("b", pending.clone());
+        let (c, _) = hub.join("c", unpositioned.clone());
+        assert!(matches!(hub.activate("c", c, None), Merge::Live(_)));
+        assert_eq!(hub.lose_positions(), 1);
+        assert_eq!(*positioned.0.lock().unwrap(), ["a:lost"]);
+        assert!(!hub.has("a"));
+        // The pending one finds out when it activates; the unpositioned one carries on.
+        assert_eq!(hub.activate("b", b, Some((0, "e"))), Merge::Lost);
+        hub.deliver("c", PubMsg::from_redis("", "{\"data\":1}"));
+        assert_eq!(unpositioned.0.lock().unwrap().len(), 1);
+        assert_eq!(hub.counts(), (2, 2));
+        assert!(pending.0.lock().unwrap().is_empty());
     }
 
     #[test]

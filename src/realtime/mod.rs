@@ -161,6 +161,8 @@ impl Realtime {
         };
         tokio::spawn(realtime.clone().refresh_presence());
         tokio::spawn(consumer::run(realtime.clone()));
+        let (engine, closing) = (realtime.inner.engine.clone(), realtime.closing());
+        tokio::spawn(async move { engine.keep_pubsub(closing).await });
         tracing::info!(
             consumer = config.realtime.nats_consumer,
             stream = config.realtime.nats_stream,
