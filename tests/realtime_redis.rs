@@ -41,7 +41,14 @@ impl PersistedRedis {
     fn up(&mut self) {
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -112,7 +119,10 @@ fn a_subscriber_gets_what_is_published_after_redis_restarts() {
     // the worker was not listening) recovered from the history, in order, none lost.
     let first = publish_when_up(addr, &channel, json!({"n": "after-1"}));
     let second = publish_when_up(addr, &channel, json!({"n": "after-2"}));
-    assert_eq!(first["offset"], 2, "the stream survived the restart: {first}");
+    assert_eq!(
+        first["offset"], 2,
+        "the stream survived the restart: {first}"
+    );
     assert_eq!(second["offset"], 3);
     let got = client.wait("publication", |p| p["data"]["n"] == "after-1");
     assert_eq!(got["offset"], 2);

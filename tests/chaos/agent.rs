@@ -93,7 +93,8 @@ impl Agent {
 
     pub fn stop(self, rt: &tokio::runtime::Runtime) {
         let _ = self.stop.send(true);
-        let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), self.task).await });
+        let _ =
+            rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), self.task).await });
     }
 }
 
@@ -104,7 +105,12 @@ struct State {
     moved_to: Mutex<HashMap<String, String>>,
 }
 
-async fn run(url: String, durable: bool, log: Arc<Mutex<AgentLog>>, mut stop: watch::Receiver<bool>) {
+async fn run(
+    url: String,
+    durable: bool,
+    log: Arc<Mutex<AgentLog>>,
+    mut stop: watch::Receiver<bool>,
+) {
     let state = Arc::new(State {
         durable,
         log,
@@ -159,7 +165,12 @@ async fn session(
             .await?;
         streams.push(
             consumer
-                .basic_consume(queue, "", BasicConsumeOptions::default(), FieldTable::default())
+                .basic_consume(
+                    queue,
+                    "",
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
                 .await?,
         );
     }
@@ -258,25 +269,25 @@ async fn handle(
             tokio::spawn(async move {
                 let outcome = confirm.await;
                 let settle = {
-                let mut log = state.log.lock().expect("agent log");
-                match outcome {
-                    Ok(Confirmation::Ack(None)) => {
-                        let entry = log.published.entry(key).or_insert((0, String::new()));
-                        entry.0 += 1;
-                        entry.1 = target.clone();
-                        log.queues.insert(target);
-                        true
+                    let mut log = state.log.lock().expect("agent log");
+                    match outcome {
+                        Ok(Confirmation::Ack(None)) => {
+                            let entry = log.published.entry(key).or_insert((0, String::new()));
+                            entry.0 += 1;
+                            entry.1 = target.clone();
+                            log.queues.insert(target);
+                            true
+                        }
+                        Ok(Confirmation::Ack(Some(_)) | Confirmation::Nack(_)) => {
+                            *log.unroutable.entry(key).or_default() += 1;
+                            true
+                        }
+                        Ok(Confirmation::NotRequested) | Err(_) => {
+                            // The connection went: the request comes again (if it was kept).
+                            log.publish_failed += 1;
+                            false
+                        }
                     }
-                    Ok(Confirmation::Ack(Some(_)) | Confirmation::Nack(_)) => {
-                        *log.unroutable.entry(key).or_default() += 1;
-                        true
-                    }
-                    Ok(Confirmation::NotRequested) | Err(_) => {
-                        // The connection went: the request comes again (if it was kept).
-                        log.publish_failed += 1;
-                        false
-                    }
-                }
                 };
                 if settle {
                     let _ = delivery.ack(BasicAckOptions::default()).await;
@@ -328,8 +339,9 @@ async fn connect_response(
     client_id: &str,
 ) -> Result<(), lapin::Error> {
     let body = json!({"cn": "com.percero.agents.sync.vo.ConnectResponse", "clientId": client_id});
-    // Not counted: no correspondingMessageId, the client does not wait for it.
-    let _ = publisher
+    // Not counted: no correspondingMessageId, the client does not wait for it (nor do we, for
+    // its confirm).
+    let _confirm = publisher
         .basic_publish(
             "",
             client_id,
@@ -411,7 +423,11 @@ async fn rename(
 
 /// Ready messages left in `queues` (answers that never reached a client), by messageId; the
 /// queues are only looked at (passive declare, get and nack).
-pub fn leftovers(rt: &tokio::runtime::Runtime, url: &str, queues: &HashSet<String>) -> Vec<(String, String)> {
+pub fn leftovers(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    queues: &HashSet<String>,
+) -> Vec<(String, String)> {
     rt.block_on(async {
         let Ok(conn) = Connection::connect(
             url,
@@ -425,13 +441,20 @@ pub fn leftovers(rt: &tokio::runtime::Runtime, url: &str, queues: &HashSet<Strin
         };
         let mut found = Vec::new();
         for q in queues {
-            let Ok(channel) = conn.create_channel().await else { break };
+            let Ok(channel) = conn.create_channel().await else {
+                break;
+            };
             // Messages got and not acked come back when the channel closes.
-            while let Ok(Some(m)) = channel.basic_get(q, BasicGetOptions { no_ack: false }).await {
+            while let Ok(Some(m)) = channel
+                .basic_get(q, BasicGetOptions { no_ack: false })
+                .await
+            {
                 let body: Value = serde_json::from_slice(&m.delivery.data).unwrap_or_default();
-                found.push((q.clone(), text(&body["correspondingMessageId"]).unwrap_or_else(|| {
-                    body["cn"].as_str().unwrap_or("?").to_string()
-                })));
+                found.push((
+                    q.clone(),
+                    text(&body["correspondingMessageId"])
+                        .unwrap_or_else(|| body["cn"].as_str().unwrap_or("?").to_string()),
+                ));
             }
             let _ = channel.close(200, "done").await;
         }

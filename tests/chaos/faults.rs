@@ -1,8 +1,8 @@
 //! The faults, each a loop on a thread of its own for the fault window, recording what it did.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -71,7 +71,9 @@ impl Fault {
             Fault::None => "no fault (baseline)",
             Fault::KillWorker => "SIGKILL a random worker every 2 s",
             Fault::StopWorker => "SIGSTOP a worker past cluster.workerTimeout, again and again",
-            Fault::MemoryLimit => "memory-limit recycles (cluster.memoryLimit.rss just above a fresh worker's)",
+            Fault::MemoryLimit => {
+                "memory-limit recycles (cluster.memoryLimit.rss just above a fresh worker's)"
+            }
             Fault::Sighup => "10 SIGHUPs",
             Fault::RabbitRestart => "RabbitMQ restarted",
             Fault::RedisRestart => "Redis restarted",
@@ -165,21 +167,21 @@ pub fn run(
     let stop = AtomicBool::new(false);
     let end = Instant::now() + window;
     let record = |f: &dyn Fn(&mut Actions)| f(&mut actions.lock().expect("actions"));
-        let restarts = |server: &dyn Fn() -> Duration, first: Duration, every: Duration, what| {
-            let mut wait = first;
-            while pause(wait, end, &stop) {
-                let took = server();
-                record(&|a| {
-                    a.outage_ms.push((what, took.as_millis() as u64));
-                    match what {
-                        "rabbitmq" => a.rabbit_restarts += 1,
-                        "redis" => a.redis_restarts += 1,
-                        _ => a.nats_restarts += 1,
-                    }
-                });
-                wait = every;
-            }
-        };
+    let restarts = |server: &dyn Fn() -> Duration, first: Duration, every: Duration, what| {
+        let mut wait = first;
+        while pause(wait, end, &stop) {
+            let took = server();
+            record(&|a| {
+                a.outage_ms.push((what, took.as_millis() as u64));
+                match what {
+                    "rabbitmq" => a.rabbit_restarts += 1,
+                    "redis" => a.redis_restarts += 1,
+                    _ => a.nats_restarts += 1,
+                }
+            });
+            wait = every;
+        }
+    };
     std::thread::scope(|s| {
         if fault.has(Fault::KillWorker) {
             s.spawn(|| {
@@ -239,20 +241,38 @@ pub fn run(
         }
         if fault.has(Fault::RabbitRestart) {
             s.spawn(|| {
-                let restart = || servers.rabbit.lock().expect("rabbit").restart(Duration::from_secs(2));
+                let restart = || {
+                    servers
+                        .rabbit
+                        .lock()
+                        .expect("rabbit")
+                        .restart(Duration::from_secs(2))
+                };
                 // RabbitMQ takes seconds to boot, and the workers seconds more to be back.
                 restarts(&restart, window / 5, Duration::from_secs(20), "rabbitmq");
             });
         }
         if fault.has(Fault::RedisRestart) {
             s.spawn(|| {
-                let restart = || servers.redis.lock().expect("redis").restart(Duration::from_secs(1));
+                let restart = || {
+                    servers
+                        .redis
+                        .lock()
+                        .expect("redis")
+                        .restart(Duration::from_secs(1))
+                };
                 restarts(&restart, window / 6, Duration::from_secs(7), "redis");
             });
         }
         if fault.has(Fault::NatsRestart) {
             s.spawn(|| {
-                let restart = || servers.nats.lock().expect("nats").restart(Duration::from_secs(1));
+                let restart = || {
+                    servers
+                        .nats
+                        .lock()
+                        .expect("nats")
+                        .restart(Duration::from_secs(1))
+                };
                 restarts(&restart, window / 4, Duration::from_secs(7), "nats");
             });
         }

@@ -23,6 +23,7 @@
 //! CHAOS_REALTIME (centrifuge-js clients, 10), CHAOS_INSERTS (outbox inserts per second, 20),
 //! CHAOS_THINK_MS (pause between a client's requests, 25), CHAOS_DURABLE (durable client
 //! queues and persistent messages, true), CHAOS_VERBOSE.
+#![allow(dead_code)] // helpers kept for the bench's next faults
 
 #[path = "../mongo_wire/mod.rs"]
 mod mongo_wire;
@@ -337,12 +338,17 @@ impl Run {
             std::thread::sleep(Duration::from_millis(100));
         };
         let limit = fresh.div_ceil(MB) + env_or("CHAOS_MEMORY_MARGIN_MB", 1u64);
-        settings.extra.push(format!("cluster.memoryLimit.rss={limit}"));
+        settings
+            .extra
+            .push(format!("cluster.memoryLimit.rss={limit}"));
         cluster.rewrite(settings);
         cluster.signal(nix::sys::signal::Signal::SIGHUP);
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(60) {
-            if cluster.settled().is_some_and(|s| s.generation > status.generation) {
+            if cluster
+                .settled()
+                .is_some_and(|s| s.generation > status.generation)
+            {
                 return Some(format!(
                     "cluster.memoryLimit.rss={limit} MB (a fresh worker: {:.1} MB)",
                     fresh as f64 / MB as f64
@@ -485,9 +491,11 @@ impl Run {
                 log.outstanding(&agent)
             };
             let delivered = log.rt_delivered();
-            let undelivered = inserted_ids.iter().filter(|id| !delivered.contains(*id)).count();
-            if (outstanding == 0 && undelivered == 0) || start.elapsed() > Duration::from_secs(45)
-            {
+            let undelivered = inserted_ids
+                .iter()
+                .filter(|id| !delivered.contains(*id))
+                .count();
+            if (outstanding == 0 && undelivered == 0) || start.elapsed() > Duration::from_secs(45) {
                 if outstanding + undelivered > 0 {
                     notes.push(format!(
                         "after 45 s of waiting: {outstanding} answers and {undelivered} publications outstanding"
@@ -508,13 +516,14 @@ impl Run {
         } else {
             Vec::new()
         };
-        let in_events = match reactivity::stream_contents(&self.rt, &self.nats_url, &settings.stream()) {
-            Ok(c) => c,
-            Err(e) => {
-                notes.push(format!("cannot read {}: {e}", settings.stream()));
-                Default::default()
-            }
-        };
+        let in_events =
+            match reactivity::stream_contents(&self.rt, &self.nats_url, &settings.stream()) {
+                Ok(c) => c,
+                Err(e) => {
+                    notes.push(format!("cannot read {}: {e}", settings.stream()));
+                    Default::default()
+                }
+            };
         let delivered = log.rt_delivered();
         let mut history = HashSet::new();
         let missing_users: HashSet<&str> = inserted
@@ -523,7 +532,9 @@ impl Run {
             .map(|(_, u)| u.as_str())
             .collect();
         for user in missing_users {
-            if let Some(ids) = reactivity::history(addr, cluster::API_KEY, &format!("personal:#{user}")) {
+            if let Some(ids) =
+                reactivity::history(addr, cluster::API_KEY, &format!("personal:#{user}"))
+            {
                 history.extend(ids);
             }
         }
@@ -673,7 +684,10 @@ fn report(outcomes: &[Outcome], run: &Run, started: &str, took: Duration) -> Str
 fn faults_under_load() {
     let started_at = Instant::now();
     let started = {
-        let out = Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC").output();
+        let out = Command::new("date")
+            .arg("-u")
+            .arg("+%Y-%m-%d %H:%M UTC")
+            .output();
         out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .unwrap_or_default()
     };
@@ -719,7 +733,10 @@ fn faults_under_load() {
     };
     let start = Instant::now();
     while !agent.connected_once() {
-        assert!(start.elapsed() < Duration::from_secs(30), "the agent never connected");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the agent never connected"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let run = Run {

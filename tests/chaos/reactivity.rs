@@ -68,7 +68,8 @@ impl Inserter {
 
     pub fn stop(self, rt: &tokio::runtime::Runtime) -> (Vec<(String, String)>, u64) {
         self.stop.store(true, Ordering::Relaxed);
-        let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), self.task).await });
+        let _ =
+            rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), self.task).await });
         let inserted = std::mem::take(&mut *self.inserted.lock().expect("inserted"));
         let failed = *self.failed.lock().expect("failed");
         (inserted, failed)

@@ -159,15 +159,14 @@ impl ClientLog {
                 "U" => log.exceptions += 1,
                 "RC" => *log.rt_connects.entry(field(2).to_string()).or_default() += 1,
                 "RD" => log.rt_disconnects += 1,
-                "RS" => {
-                    if field(5) == "true" {
-                        if field(4) == "true" {
-                            log.rt_recovered += 1;
-                        } else {
-                            log.rt_not_recovered += 1;
-                        }
+                "RS" if field(5) == "true" => {
+                    if field(4) == "true" {
+                        log.rt_recovered += 1;
+                    } else {
+                        log.rt_not_recovered += 1;
                     }
                 }
+                "RS" => {}
                 "RP" => log
                     .rt_received
                     .entry(field(2).to_string())
@@ -269,8 +268,13 @@ impl ClientLog {
             if !got {
                 t.lost += 1;
                 if t.lost_examples.len() < 10 {
-                    let queue = agent.published.get(key).map(|p| p.1.clone()).unwrap_or_default();
-                    t.lost_examples.push(format!("{id} attempt {attempt} -> queue {queue}"));
+                    let queue = agent
+                        .published
+                        .get(key)
+                        .map(|p| p.1.clone())
+                        .unwrap_or_default();
+                    t.lost_examples
+                        .push(format!("{id} attempt {attempt} -> queue {queue}"));
                 }
             }
         }
@@ -315,7 +319,11 @@ impl ClientLog {
                 }
             }
             t.expected += 1;
-            match delivered.get(&(user.as_str(), id.as_str())).copied().unwrap_or(0) {
+            match delivered
+                .get(&(user.as_str(), id.as_str()))
+                .copied()
+                .unwrap_or(0)
+            {
                 0 => {
                     t.lost += 1;
                     if history.contains(id) {
