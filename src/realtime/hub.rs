@@ -200,8 +200,7 @@ impl Hub {
             });
             !subs.is_empty()
         });
-        self.subscriptions
-            .fetch_sub(told as u64, Ordering::Relaxed);
+        self.subscriptions.fetch_sub(told as u64, Ordering::Relaxed);
         told
     }
 
@@ -342,7 +341,10 @@ mod tests {
             Arc::new(Record::default()),
         );
         let (a, _) = hub.join("a", positioned.clone());
-        assert!(matches!(hub.activate("a", a, Some((3, "e"))), Merge::Live(_)));
+        assert!(matches!(
+            hub.activate("a", a, Some((3, "e"))),
+            Merge::Live(_)
+        ));
         let (b, _) = hub.join("b", pending.clone());
         let (c, _) = hub.join("c", unpositioned.clone());
         assert!(matches!(hub.activate("c", c, None), Merge::Live(_)));
