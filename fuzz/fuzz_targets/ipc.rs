@@ -27,7 +27,10 @@ fuzz_target!(|data: &[u8]| {
 });
 
 /// Every frame of `stream`, whole and as a receiver fed in pieces would see it.
-fn read_all<M: DeserializeOwned + Serialize + PartialEq + std::fmt::Debug>(stream: &[u8], mode: u8) {
+fn read_all<M: DeserializeOwned + Serialize + PartialEq + std::fmt::Debug>(
+    stream: &[u8],
+    mode: u8,
+) {
     let whole = frames::<M>(stream, stream.len());
     let step = usize::from(mode >> 1) + 1;
     assert_eq!(whole, frames::<M>(stream, step));
@@ -42,7 +45,10 @@ fn frames<M: DeserializeOwned>(stream: &[u8], step: usize) -> Vec<Result<String,
         match decode::<M>(&buf) {
             Decoded::Message { msg, used } => {
                 let bad_prefix = used == 0;
-                seen.push(msg.map(|_| "message".to_string()).map_err(|e| e.to_string()));
+                seen.push(
+                    msg.map(|_| "message".to_string())
+                        .map_err(|e| e.to_string()),
+                );
                 if bad_prefix {
                     return seen;
                 }
@@ -68,7 +74,10 @@ fn round_trip<M: DeserializeOwned + Serialize + PartialEq + std::fmt::Debug>(fra
     };
     let again = encode(&msg).expect("a message read from a frame encodes");
     match decode::<M>(again.as_bytes()) {
-        Decoded::Message { msg: Ok(back), used } => {
+        Decoded::Message {
+            msg: Ok(back),
+            used,
+        } => {
             assert_eq!(used, again.len());
             assert_eq!(back, msg);
         }

@@ -27,7 +27,10 @@ fn check(cfg: &RelayConfig, doc: &Document) {
     if message.dead_letter {
         assert_eq!(message.subject, dead_letter_subject(cfg));
         assert!(body["reason"].is_string());
-        assert_eq!(message.msg_id, format!("deadletter-{}", id_text(doc.get("_id"))));
+        assert_eq!(
+            message.msg_id,
+            format!("deadletter-{}", id_text(doc.get("_id")))
+        );
         return;
     }
     assert_eq!(message.msg_id, id_text(doc.get("_id")));

@@ -44,7 +44,10 @@ fuzz_target!(|data: &[u8]| {
         Ok(session) => {
             assert!(!session.client_id.is_empty());
             let key = session.sign_at(SECRET, NOW_MS);
-            assert_eq!(Session::verify_at(&key, SECRET, NOW_MS), Ok(session.clone()));
+            assert_eq!(
+                Session::verify_at(&key, SECRET, NOW_MS),
+                Ok(session.clone())
+            );
             assert_eq!(
                 Session::verify_at(&key, b"another secret", NOW_MS),
                 Err(SessionError::Signature)

@@ -91,14 +91,20 @@ fn sids(data: &[u8]) {
     let later = now.saturating_add(offset % (2 * MAX_AGE_MS));
     let result = verify_sid(&sid, SECRET, later, MAX_AGE_MS);
     if later - now > MAX_AGE_MS {
-        assert!(matches!(result, Err(SidError::Expired { .. })), "{result:?}");
+        assert!(
+            matches!(result, Err(SidError::Expired { .. })),
+            "{result:?}"
+        );
     } else {
         assert_eq!(result, Ok(()));
     }
     let earlier = now.saturating_sub(offset % (2 * SID_MAX_SKEW_MS));
     let result = verify_sid(&sid, SECRET, earlier, MAX_AGE_MS);
     if now - earlier > SID_MAX_SKEW_MS {
-        assert!(matches!(result, Err(SidError::FromFuture { .. })), "{result:?}");
+        assert!(
+            matches!(result, Err(SidError::FromFuture { .. })),
+            "{result:?}"
+        );
     } else {
         assert_eq!(result, Ok(()));
     }

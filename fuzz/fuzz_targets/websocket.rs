@@ -36,7 +36,13 @@ fuzz_target!(|data: &[u8]| {
 });
 
 type Outcome = (
-    Result<Vec<Message>, (Vec<Message>, activestack_gateway::gateway::wire::websocket::WsError)>,
+    Result<
+        Vec<Message>,
+        (
+            Vec<Message>,
+            activestack_gateway::gateway::wire::websocket::WsError,
+        ),
+    >,
     bool,
 );
 

@@ -27,7 +27,10 @@ pub fn server_texts(out: &[u8]) -> Vec<String> {
             }
             n => (usize::from(n), tail),
         };
-        assert!(tail.len() >= len, "a server frame longer than what was written");
+        assert!(
+            tail.len() >= len,
+            "a server frame longer than what was written"
+        );
         let (payload, tail) = tail.split_at(len);
         texts.push(String::from_utf8(payload.to_vec()).expect("a server text frame is UTF-8"));
         rest = tail;
