@@ -480,13 +480,14 @@ fn to_master() -> impl Strategy<Value = ToMaster> {
         Just(ToMaster::Ready),
         (any::<u64>(), any::<[u64; 5]>()).prop_map(|(seq, r)| ToMaster::HeartbeatAck {
             seq,
-            report: WorkerReport {
+            report: Box::new(WorkerReport {
                 rss: r[0],
                 heap_used: r[1],
                 heap_total: r[2],
                 clients: r[3],
                 loop_lag_us: r[4],
-            },
+                metrics: Default::default(),
+            }),
         }),
         any::<u64>().prop_map(|clients| ToMaster::Draining { clients }),
         (any::<u64>(), prop::option::of(any::<String>()))
