@@ -111,7 +111,22 @@ fn the_demo_page_shows_round_trips_and_live_events_in_headless_chromium() {
         serde_json::json!([]),
         "asked another server: {report}"
     );
-    assert_eq!(report["errors"], serde_json::json!([]), "{report}");
+    // A websocket attempt the browser saw fail (a connection reset under a loaded machine) is
+    // not a page error: the page connects again by design, and it did (round trips and events
+    // above). Any other console or page error fails the test.
+    let errors: Vec<&Value> = report["errors"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter(|e| {
+                    !e.as_str().is_some_and(|e| {
+                        e.contains("WebSocket connection to") && e.contains("failed")
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(errors.is_empty(), "{report}");
     assert_eq!(report["login"], format!("logged in as {user}"), "{report}");
     assert_eq!(
         report["subscribed"]["channel"],
