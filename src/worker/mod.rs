@@ -235,7 +235,7 @@ async fn serve(
                     service.close().await;
                     return Err(WorkerError::RabbitLost);
                 }
-                service::Event::RelayFinished(result) | service::Event::DemoFinished(result) => {
+                service::Event::Finished(result) => {
                     return result;
                 }
             },

@@ -42,10 +42,8 @@ pub enum Event {
         id: u64,
         error: Option<String>,
     },
-    /// The relay has stopped.
-    RelayFinished(Result<(), WorkerError>),
-    /// The demo agent has stopped.
-    DemoFinished(Result<(), WorkerError>),
+    /// The relay or the demo agent has stopped.
+    Finished(Result<(), WorkerError>),
 }
 
 pub enum Service {
@@ -422,37 +420,20 @@ async fn start_gateway(config: &Config, name: &str) -> Result<Gateway, GatewayEr
 
 /// The outbox relay as a supervised process's work.
 pub struct RelayService {
-    task: JoinHandle<Result<(), relay::RelayError>>,
+    task: Task<Result<(), relay::RelayError>>,
     stats: Arc<RelayStats>,
-    stop: watch::Sender<bool>,
-    /// The task has ended (its outcome was given).
-    finished: bool,
 }
 
 impl RelayService {
     pub fn start(config: &Config) -> RelayService {
-        let (stop, shutdown) = watch::channel(false);
         let stats = Arc::new(RelayStats::default());
-        let task = tokio::spawn(relay::run_with_stats(
-            config.relay.clone(),
-            stats.clone(),
-            shutdown,
-        ));
-        RelayService {
-            task,
-            stats,
-            stop,
-            finished: false,
-        }
+        let (settings, counted) = (config.relay.clone(), stats.clone());
+        let task = Task::spawn(|shutdown| relay::run_with_stats(settings, counted, shutdown));
+        RelayService { task, stats }
     }
 
     async fn next(&mut self) -> Event {
-        if self.finished {
-            return std::future::pending().await;
-        }
-        let finished = (&mut self.task).await;
-        self.finished = true;
-        Event::RelayFinished(match finished {
+        Event::Finished(match self.task.outcome().await {
             Ok(result) => result.map_err(WorkerError::from),
             Err(e) => Err(WorkerError::RelayTask(e)),
         })
@@ -477,40 +458,66 @@ impl RelayService {
 
     fn drain(&self) {
         tracing::info!("stopping: finishing in-flight publishes, saving the checkpoint");
+        self.task.stop();
+    }
+}
+
+/// A service's one task (the relay's, the demo agent's), told to stop through a watch channel.
+struct Task<T> {
+    handle: JoinHandle<T>,
+    stop: watch::Sender<bool>,
+    /// The outcome was given: asking again waits forever (the worker's loop asks in a
+    /// `select!` until it acts on the outcome).
+    finished: bool,
+}
+
+impl<T: Send + 'static> Task<T> {
+    fn spawn<F>(run: impl FnOnce(watch::Receiver<bool>) -> F) -> Task<T>
+    where
+        F: Future<Output = T> + Send + 'static,
+    {
+        let (stop, shutdown) = watch::channel(false);
+        Task {
+            handle: tokio::spawn(run(shutdown)),
+            stop,
+            finished: false,
+        }
+    }
+
+    /// The task's outcome, once; cancel-safe.
+    async fn outcome(&mut self) -> Result<T, tokio::task::JoinError> {
+        if self.finished {
+            return std::future::pending().await;
+        }
+        let outcome = (&mut self.handle).await;
+        self.finished = true;
+        outcome
+    }
+
+    fn stop(&self) {
         let _ = self.stop.send(true);
     }
 }
 
 /// The demo agent as a supervised process's work ([`crate::demo`]).
 pub struct DemoService {
-    task: JoinHandle<()>,
-    stop: watch::Sender<bool>,
-    /// The task has ended (its outcome was given).
-    finished: bool,
+    task: Task<()>,
 }
 
 impl DemoService {
     pub fn start(config: &Config) -> DemoService {
-        let (stop, shutdown) = watch::channel(false);
-        let task = tokio::spawn(demo::agent::run(config.clone(), shutdown));
+        let config = config.clone();
         DemoService {
-            task,
-            stop,
-            finished: false,
+            task: Task::spawn(|shutdown| demo::agent::run(config, shutdown)),
         }
     }
 
     async fn next(&mut self) -> Event {
-        if self.finished {
-            return std::future::pending().await;
-        }
-        let finished = (&mut self.task).await;
-        self.finished = true;
-        Event::DemoFinished(finished.map_err(WorkerError::DemoTask))
+        Event::Finished(self.task.outcome().await.map_err(WorkerError::DemoTask))
     }
 
     fn drain(&self) {
         tracing::info!("stopping: no more requests taken, unanswered ones go back to RabbitMQ");
-        let _ = self.stop.send(true);
+        self.task.stop();
     }
 }
