@@ -138,19 +138,6 @@ fn decoded(request: &Received) {
     );
 }
 
-/// Percero decodes `request` as an instance of `class`.
-#[track_caller]
-fn decoded_as(request: &Received, class: &str) {
-    assert_eq!(
-        request.class(),
-        Some(class),
-        "{} on {}: {:?}",
-        request.body,
-        request.queue,
-        request.outcome
-    );
-}
-
 /// The JSON fields of `body` whose value is null.
 fn nulls(body: &Value) -> Vec<String> {
     body.as_object()
@@ -294,7 +281,7 @@ fn a_user_id_without_a_token_still_logs_in() {
         "a user without a token is not logged in: findById -> {forwarded:?}"
     );
     let connect = d.percero.wait_request("connect", &client_id);
-    decoded_as(&connect, classes::CONNECT_REQUEST);
+    connect.assert_decoded_as(classes::CONNECT_REQUEST);
     assert_eq!(connect.body["userId"], "tokenless");
     assert!(
         connect.body["token"].is_null(),
@@ -531,7 +518,7 @@ fn a_client_queue_is_one_percero_can_remove() {
     assert!(d.percero.eol_clients().contains(&client_id));
     client.wait("disconnect", |_| true);
     let disconnect = d.percero.wait_request("disconnect", &client_id);
-    decoded_as(&disconnect, classes::DISCONNECT_REQUEST);
+    disconnect.assert_decoded_as(classes::DISCONNECT_REQUEST);
 }
 
 /// After a reconnect the previous clientId's queue is Percero's business: `renameClient` moves
@@ -678,7 +665,7 @@ fn logout_before_login_closes_the_socket_without_a_logout_request() {
     let disconnect = d.percero.wait_request("disconnect", &client_id);
     decoded(&disconnect);
     let auth = d.percero.wait_request("disconnectAuth", &client_id);
-    decoded_as(&auth, classes::AUTH_DISCONNECT_REQUEST);
+    auth.assert_decoded_as(classes::AUTH_DISCONNECT_REQUEST);
     d.percero.barrier("logout");
     assert!(
         !d.percero

@@ -5,12 +5,13 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use activestack_gateway::gateway::session::Session;
 use common::agent::{JsClient, SECRET, gateway_config, start_agent, wait_ready_messages};
 use common::percero::{self, Percero};
+use common::private_redis::{Persistence, PrivateRedis};
 use common::{Cluster, DEADLINE, keys};
 use serde_json::{Value, json};
 
@@ -518,55 +519,9 @@ fn console_push_reaches_a_users_sockets_on_every_worker() {
     assert_eq!(answer["ok"], false, "{answer}");
 }
 
-/// A Redis server of the test's own (so it can be stopped without disturbing other tests).
-struct PrivateRedis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl PrivateRedis {
-    fn start() -> PrivateRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let mut redis = PrivateRedis { port, child: None };
-        redis.restart();
-        redis
-    }
-
-    fn restart(&mut self) {
-        self.stop();
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        self.child = Some(child);
-        let addr = format!("127.0.0.1:{}", self.port);
-        common::wait_for("the private Redis to listen", || {
-            std::net::TcpStream::connect(&addr).ok()
-        });
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 #[test]
 fn broadcasts_work_again_after_redis_restarts() {
-    let mut redis = PrivateRedis::start();
+    let mut redis = PrivateRedis::start(Persistence::None);
     let cluster = Cluster::start(&format!(
         "{}gateway.redis.port={}\n",
         gateway_config(),

@@ -195,18 +195,6 @@ fn v4_round_trip(client: &mut JsClient, message_id: &str) {
     );
 }
 
-#[track_caller]
-fn decoded_as(request: &common::percero::Received, class: &str) {
-    assert_eq!(
-        request.class(),
-        Some(class),
-        "{} on {}: {:?}",
-        request.body,
-        request.queue,
-        request.outcome
-    );
-}
-
 /// The JS SDK's whole flow over socket.io 0.9 in front of Percero, with a socket.io 4 client
 /// doing its round trips on the same port at the same time.
 #[test]
@@ -242,10 +230,10 @@ fn the_sdk_flow_over_socket_io_0_9_beside_a_v4_client() {
     // Login: authenticate -> AuthenticationResponse -> ConnectRequest.
     let login = sdk.log_in("alice");
     let request = d.percero.wait_request("authenticate", &first_id);
-    decoded_as(&request, classes::AUTHENTICATION_REQUEST);
+    request.assert_decoded_as(classes::AUTHENTICATION_REQUEST);
     assert_eq!(request.body["messageId"], login.as_str());
     let connect = d.percero.wait_request("connect", &first_id);
-    decoded_as(&connect, classes::CONNECT_REQUEST);
+    connect.assert_decoded_as(classes::CONNECT_REQUEST);
     assert_eq!(connect.body["userId"], "alice");
     common::wait_for("Percero to register the client", || {
         d.percero.is_logged_in(&first_id).then_some(())
@@ -265,7 +253,7 @@ fn the_sdk_flow_over_socket_io_0_9_beside_a_v4_client() {
     assert_eq!(resumed["existingClientId"], first_id.as_str());
     assert_eq!(resumed["userId"], "alice");
     let reconnect = d.percero.wait_request("reconnect", &second_id);
-    decoded_as(&reconnect, classes::RECONNECT_REQUEST);
+    reconnect.assert_decoded_as(classes::RECONNECT_REQUEST);
     assert_eq!(reconnect.body["existingClientId"], first_id.as_str());
     assert_eq!(reconnect.body["userId"], "alice");
     // Still logged in; the SDK still writes the first clientId, the gateway stamps the new one.
@@ -324,11 +312,9 @@ fn a_reload_moves_0_9_clients_to_the_new_workers() {
     let session = keys::session(&json!(key));
     assert_eq!(session["existingClientId"], old_id.as_str());
     assert!(keys::logged_in(&session), "{session}");
-    decoded_as(
-        &d.percero
-            .wait_request("reconnect", &keys::client_id(&session)),
-        classes::RECONNECT_REQUEST,
-    );
+    d.percero
+        .wait_request("reconnect", &keys::client_id(&session))
+        .assert_decoded_as(classes::RECONNECT_REQUEST);
     again.find_by_id();
     d.cluster.wait_ready();
 }

@@ -7,76 +7,13 @@
 mod common;
 mod realtime_support;
 
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::private_redis::{Persistence, PrivateRedis};
 use common::{Cluster, wait_for};
 use realtime_support::*;
 use serde_json::{Value, json};
-
-/// A Redis of the test's own, persisted in a temp dir; stopped with SIGTERM (Redis writes its
-/// append-only file on the way out).
-struct PersistedRedis {
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl PersistedRedis {
-    fn start() -> PersistedRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let mut redis = PersistedRedis {
-            dir: tempfile::tempdir().expect("temp dir"),
-            port,
-            child: None,
-        };
-        redis.up();
-        redis
-    }
-
-    fn up(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        self.child = Some(child);
-        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
-        wait_for("the private Redis to listen", || {
-            TcpStream::connect(addr).ok()
-        });
-    }
-
-    fn down(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            common::signal_pid(child.id() as i32, nix::sys::signal::Signal::SIGTERM);
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PersistedRedis {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 /// Publishes through the API until Redis takes it (the API answers an error while it is down).
 fn publish_when_up(addr: SocketAddr, channel: &str, data: Value) -> Value {
@@ -96,7 +33,7 @@ fn publish_when_up(addr: SocketAddr, channel: &str, data: Value) -> Value {
 
 #[test]
 fn a_subscriber_gets_what_is_published_after_redis_restarts() {
-    let mut redis = PersistedRedis::start();
+    let mut redis = PrivateRedis::start(Persistence::AppendOnly);
     let cluster = Cluster::start(&format!(
         "{}cluster.workerCount=1\ngateway.redis.port={}\n",
         realtime_keys(&unique()),

@@ -11,8 +11,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 pub const SESSION_SECRET: &str = "chaos-session-secret";
-pub const TOKEN_KEY: &str = crate::realtime_support::TOKEN_KEY;
-pub const API_KEY: &str = crate::realtime_support::API_KEY;
+pub const TOKEN_KEY: &str = "chaos-jwt-secret";
+pub const API_KEY: &str = "chaos-api-key";
 
 /// The settings of one scenario's cluster.
 pub struct Settings {

@@ -25,8 +25,12 @@
 //! queues and persistent messages, true), CHAOS_VERBOSE.
 #![allow(dead_code)] // helpers kept for the bench's next faults
 
+#[path = "../common/mod.rs"]
+mod common;
 #[path = "../mongo_wire/mod.rs"]
 mod mongo_wire;
+#[path = "../realtime_support/mod.rs"]
+mod realtime_support;
 
 mod agent;
 mod cluster;
@@ -57,80 +61,6 @@ const HEARTBEAT_MS: u64 = 500;
 const WORKER_TIMEOUT_MS: u64 = 2000;
 
 // ----- small helpers -----
-
-pub mod common {
-    /// Is a process with this pid still running (a zombie counts as gone)?
-    pub fn alive(pid: i32) -> bool {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Ok(stat) => {
-                let state = stat
-                    .rsplit_once(')')
-                    .and_then(|(_, rest)| rest.split_whitespace().next());
-                !matches!(state, Some("Z") | Some("X") | None)
-            }
-            Err(_) => false,
-        }
-    }
-
-    pub mod agent {
-        pub async fn try_amqp(port: u16) -> Result<lapin::Connection, lapin::Error> {
-            lapin::Connection::connect(
-                &format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
-                lapin::ConnectionProperties::default()
-                    .with_executor(tokio_executor_trait::Tokio::current())
-                    .with_reactor(tokio_reactor_trait::Tokio::current()),
-            )
-            .await
-        }
-    }
-}
-
-pub mod realtime_support {
-    use std::io::{Read, Write};
-    use std::net::{SocketAddr, TcpStream};
-    use std::time::Duration;
-
-    pub const TOKEN_KEY: &str = "chaos-jwt-secret";
-    pub const API_KEY: &str = "chaos-api-key";
-
-    /// A raw HTTP request; (status, head and body), (0, "") if the server cannot be reached.
-    pub fn http(
-        addr: SocketAddr,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &str,
-    ) -> (u16, String) {
-        let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
-            return (0, String::new());
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-        let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: chaos\r\nConnection: close\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        for (k, v) in headers {
-            request.push_str(&format!("{k}: {v}\r\n"));
-        }
-        request.push_str("\r\n");
-        request.push_str(body);
-        if stream.write_all(request.as_bytes()).is_err() {
-            return (0, String::new());
-        }
-        let mut response = String::new();
-        let _ = stream.read_to_string(&mut response);
-        let status = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        (status, response)
-    }
-
-    pub fn body_of(response: &str) -> &str {
-        response.split_once("\r\n\r\n").map_or("", |(_, b)| b)
-    }
-}
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)

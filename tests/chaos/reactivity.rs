@@ -159,13 +159,14 @@ pub fn wait_consumer(
 /// The data ids in `channel`'s realtime history (the gateway's `/api/history`).
 pub fn history(addr: SocketAddr, api_key: &str, channel: &str) -> Option<Vec<String>> {
     let body = json!({"channel": channel, "limit": 1000}).to_string();
-    let (status, response) = crate::realtime_support::http(
+    let (status, response) = crate::realtime_support::try_http(
         addr,
         "POST",
         "/api/history",
         &[("X-API-Key", api_key)],
         &body,
-    );
+    )
+    .ok()?;
     if status != 200 {
         return None;
     }

@@ -60,6 +60,36 @@ fn wait_gone(child: &mut Child, also: Option<i32>, within: Duration) -> bool {
     }
 }
 
+/// SIGTERMs `child` and waits for its exit; false if it had to be killed.
+fn terminate(child: &mut Option<Child>) -> bool {
+    let Some(mut child) = child.take() else {
+        return true;
+    };
+    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+    wait_gone(&mut child, None, Duration::from_secs(20))
+}
+
+/// SIGKILLs `child`'s whole process group and reaps it.
+fn kill_group(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = killpg(Pid::from_raw(c.id() as i32), Signal::SIGKILL);
+        let _ = c.wait();
+    }
+}
+
+/// Polls `serving` until it holds; panics with the tail of `log` after `within`.
+fn poll_until_serving(what: &str, within: Duration, log: &Path, mut serving: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !serving() {
+        assert!(
+            start.elapsed() < within,
+            "private {what} did not come up:\n{}",
+            tail(log)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// What every private server does.
 pub trait Server {
     fn name(&self) -> &'static str;
@@ -148,30 +178,17 @@ impl Server for Redis {
     }
 
     fn wait_up(&mut self, within: Duration) {
-        let start = Instant::now();
-        loop {
-            let pong = Command::new("redis-cli")
-                .args(["-p", &self.port.to_string(), "ping"])
+        let port = self.port.to_string();
+        poll_until_serving("redis", within, &self.dir.join("server.log"), || {
+            Command::new("redis-cli")
+                .args(["-p", &port, "ping"])
                 .output()
-                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG"));
-            if pong {
-                return;
-            }
-            assert!(
-                start.elapsed() < within,
-                "private redis did not come up:\n{}",
-                tail(&self.dir.join("server.log"))
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG"))
+        });
     }
 
     fn stop(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else {
-            return true;
-        };
-        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-        wait_gone(&mut child, None, Duration::from_secs(20))
+        terminate(&mut self.child)
     }
 }
 
@@ -237,27 +254,14 @@ impl Server for Nats {
     }
 
     fn wait_up(&mut self, within: Duration) {
-        let start = Instant::now();
         // JetStream is ready once the server logs it (the port opens a little earlier).
-        loop {
-            if port_open(self.port) && self.ready_lines() > self.ready_before {
-                return;
-            }
-            assert!(
-                start.elapsed() < within,
-                "private nats did not come up:\n{}",
-                tail(&self.dir.join("server.log"))
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        poll_until_serving("nats", within, &self.dir.join("server.log"), || {
+            port_open(self.port) && self.ready_lines() > self.ready_before
+        });
     }
 
     fn stop(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else {
-            return true;
-        };
-        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-        wait_gone(&mut child, None, Duration::from_secs(20))
+        terminate(&mut self.child)
     }
 }
 
@@ -280,13 +284,7 @@ impl Rabbit {
         while dist_port == port {
             dist_port = free_port();
         }
-        std::fs::write(dir.join("enabled_plugins"), "[].\n").expect("plugins file");
-        std::fs::write(dir.join("rabbitmq-env.conf"), "").expect("env file");
-        std::fs::write(
-            dir.join("rabbitmq.conf"),
-            format!("listeners.tcp.default = 127.0.0.1:{port}\nloopback_users = none\n"),
-        )
-        .expect("config file");
+        crate::common::recovery::write_rabbitmq_files(&dir, port);
         Rabbit {
             node: format!("chaos-{}@localhost", std::process::id()),
             dir,
@@ -316,30 +314,17 @@ impl Server for Rabbit {
 
     fn start(&mut self) {
         let (out, err) = log_file(&self.path("server.log"));
-        // Straight to the server script: /usr/sbin's wrapper would `su rabbitmq` and read
-        // /etc/rabbitmq. HOME holds the node's own Erlang cookie.
-        let child = Command::new("/usr/lib/rabbitmq/bin/rabbitmq-server")
-            .env("HOME", &self.dir)
-            .env("RABBITMQ_NODENAME", &self.node)
-            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
-            .env("RABBITMQ_NODE_PORT", self.port.to_string())
-            .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
-            .env("RABBITMQ_CONF_ENV_FILE", self.path("rabbitmq-env.conf"))
-            .env("RABBITMQ_CONFIG_FILE", self.path("rabbitmq.conf"))
-            .env(
-                "RABBITMQ_ENABLED_PLUGINS_FILE",
-                self.path("enabled_plugins"),
-            )
-            .env("RABBITMQ_MNESIA_BASE", self.path("mnesia"))
-            .env("RABBITMQ_LOG_BASE", self.path("log"))
-            .env("RABBITMQ_PID_FILE", self.path("rabbitmq.pid"))
-            .env_remove("ERL_FLAGS")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0)
-            .spawn()
-            .expect("start rabbitmq-server");
+        let child = crate::common::recovery::rabbitmq_server(
+            &self.dir,
+            &self.node,
+            self.port,
+            self.dist_port,
+        )
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("start rabbitmq-server");
         self.child = Some(child);
     }
 
@@ -401,27 +386,18 @@ impl Server for Rabbit {
 // Every private server is killed (its whole process group) when the run ends, however it ends.
 impl Drop for Redis {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = killpg(Pid::from_raw(c.id() as i32), Signal::SIGKILL);
-            let _ = c.wait();
-        }
+        kill_group(&mut self.child);
     }
 }
 
 impl Drop for Nats {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = killpg(Pid::from_raw(c.id() as i32), Signal::SIGKILL);
-            let _ = c.wait();
-        }
+        kill_group(&mut self.child);
     }
 }
 
 impl Drop for Rabbit {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = killpg(Pid::from_raw(c.id() as i32), Signal::SIGKILL);
-            let _ = c.wait();
-        }
+        kill_group(&mut self.child);
     }
 }

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
@@ -146,22 +146,7 @@ pub fn url(addr: SocketAddr, sid: &str) -> String {
 /// Reads frames until one starts with `prefix`, answering the server's heartbeats on the way
 /// (as the 0.9 client does).
 pub async fn read_until(ws: &mut Ws, prefix: &str) -> Result<String, String> {
-    while let Some(frame) = ws.next().await {
-        let text = match frame.map_err(|e| e.to_string())? {
-            Message::Text(t) => t.to_string(),
-            _ => continue,
-        };
-        if text == "2::" {
-            ws.send(Message::text("2::"))
-                .await
-                .map_err(|e| e.to_string())?;
-            continue;
-        }
-        if text.starts_with(prefix) {
-            return Ok(text);
-        }
-    }
-    Err("closed".into())
+    super::ws::read_until_answering(ws, prefix, "2::", "2::").await
 }
 
 /// A handshake, then the session's websocket up to the server's `1::`. With the sid.

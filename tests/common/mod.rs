@@ -6,6 +6,7 @@ pub mod agent;
 pub mod keys;
 pub mod legacy;
 pub mod percero;
+pub mod private_redis;
 pub mod recovery;
 pub mod scale;
 pub mod ws;

@@ -130,6 +130,20 @@ pub struct Received {
 }
 
 impl Received {
+    /// Asserts that Percero decoded this request as an instance of `class` (with what it was,
+    /// on failure).
+    #[track_caller]
+    pub fn assert_decoded_as(&self, class: &str) {
+        assert_eq!(
+            self.class(),
+            Some(class),
+            "{} on {}: {:?}",
+            self.body,
+            self.queue,
+            self.outcome
+        );
+    }
+
     /// The client it came from: its `clientId`, else its replyTo.
     pub fn client_id(&self) -> Option<&str> {
         self.body["clientId"].as_str().or(self.reply_to.as_deref())

@@ -16,7 +16,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -422,6 +422,42 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Writes a private RabbitMQ node's files into `dir`: no plugins, an empty env file, and a
+/// config listening on 127.0.0.1:`port` that lets guest in.
+pub fn write_rabbitmq_files(dir: &Path, port: u16) {
+    std::fs::write(dir.join("enabled_plugins"), "[].\n").expect("plugins file");
+    std::fs::write(dir.join("rabbitmq-env.conf"), "").expect("env file");
+    std::fs::write(
+        dir.join("rabbitmq.conf"),
+        format!("listeners.tcp.default = 127.0.0.1:{port}\nloopback_users = none\n"),
+    )
+    .expect("config file");
+}
+
+/// The command that runs a private RabbitMQ node out of `dir` (see [`write_rabbitmq_files`]),
+/// in a process group of its own; the caller sets its output and spawns it. Straight to the
+/// server script: /usr/sbin's wrapper would `su rabbitmq` and read /etc/rabbitmq. HOME holds the
+/// node's own Erlang cookie.
+pub fn rabbitmq_server(dir: &Path, node: &str, port: u16, dist_port: u16) -> Command {
+    let path = |name: &str| dir.join(name);
+    let mut command = Command::new("/usr/lib/rabbitmq/bin/rabbitmq-server");
+    command
+        .env("HOME", dir)
+        .env("RABBITMQ_NODENAME", node)
+        .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+        .env("RABBITMQ_NODE_PORT", port.to_string())
+        .env("RABBITMQ_DIST_PORT", dist_port.to_string())
+        .env("RABBITMQ_CONF_ENV_FILE", path("rabbitmq-env.conf"))
+        .env("RABBITMQ_CONFIG_FILE", path("rabbitmq.conf"))
+        .env("RABBITMQ_ENABLED_PLUGINS_FILE", path("enabled_plugins"))
+        .env("RABBITMQ_MNESIA_BASE", path("mnesia"))
+        .env("RABBITMQ_LOG_BASE", path("log"))
+        .env("RABBITMQ_PID_FILE", path("rabbitmq.pid"))
+        .env_remove("ERL_FLAGS")
+        .process_group(0);
+    command
+}
+
 /// A RabbitMQ node of this test's own, in a temp dir, on free ports; killed when dropped.
 pub struct PrivateBroker {
     dir: tempfile::TempDir,
@@ -439,13 +475,7 @@ impl PrivateBroker {
         while dist_port == port {
             dist_port = free_port();
         }
-        std::fs::write(dir.path().join("enabled_plugins"), "[].\n").expect("plugins file");
-        std::fs::write(dir.path().join("rabbitmq-env.conf"), "").expect("env file");
-        std::fs::write(
-            dir.path().join("rabbitmq.conf"),
-            format!("listeners.tcp.default = 127.0.0.1:{port}\nloopback_users = none\n"),
-        )
-        .expect("config file");
+        write_rabbitmq_files(dir.path(), port);
         PrivateBroker {
             node: format!("gwtest-{}@localhost", std::process::id()),
             dir,
@@ -463,28 +493,10 @@ impl PrivateBroker {
     pub fn start(&mut self) {
         let out = std::fs::File::create(self.path("server.out")).expect("server.out");
         let err = out.try_clone().expect("server.out");
-        // Straight to the server script: /usr/sbin's wrapper would `su rabbitmq` and read
-        // /etc/rabbitmq. HOME holds the node's own Erlang cookie.
-        let server = Command::new("/usr/lib/rabbitmq/bin/rabbitmq-server")
-            .env("HOME", self.dir.path())
-            .env("RABBITMQ_NODENAME", &self.node)
-            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
-            .env("RABBITMQ_NODE_PORT", self.port.to_string())
-            .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
-            .env("RABBITMQ_CONF_ENV_FILE", self.path("rabbitmq-env.conf"))
-            .env("RABBITMQ_CONFIG_FILE", self.path("rabbitmq.conf"))
-            .env(
-                "RABBITMQ_ENABLED_PLUGINS_FILE",
-                self.path("enabled_plugins"),
-            )
-            .env("RABBITMQ_MNESIA_BASE", self.path("mnesia"))
-            .env("RABBITMQ_LOG_BASE", self.path("log"))
-            .env("RABBITMQ_PID_FILE", self.path("rabbitmq.pid"))
-            .env_remove("ERL_FLAGS")
+        let server = rabbitmq_server(self.dir.path(), &self.node, self.port, self.dist_port)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
-            .process_group(0)
             .spawn()
             .expect("start rabbitmq-server");
         self.server = Some(server);

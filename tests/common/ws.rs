@@ -14,13 +14,24 @@ pub fn url(addr: std::net::SocketAddr) -> String {
 
 /// Reads frames until one starts with `prefix` (engine.io pings are answered on the way).
 pub async fn read_until(ws: &mut Ws, prefix: &str) -> Result<String, String> {
+    read_until_answering(ws, prefix, "2", "3").await
+}
+
+/// Reads frames until one starts with `prefix`, answering every `heartbeat` frame of the
+/// server with `answer` on the way.
+pub async fn read_until_answering(
+    ws: &mut Ws,
+    prefix: &str,
+    heartbeat: &str,
+    answer: &str,
+) -> Result<String, String> {
     while let Some(frame) = ws.next().await {
         let text = match frame.map_err(|e| e.to_string())? {
             Message::Text(t) => t.to_string(),
             _ => continue,
         };
-        if text == "2" {
-            ws.send(Message::text("3"))
+        if text == heartbeat {
+            ws.send(Message::text(answer))
                 .await
                 .map_err(|e| e.to_string())?;
             continue;

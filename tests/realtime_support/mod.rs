@@ -80,7 +80,7 @@ pub fn cent(addr: SocketAddr, key: &str, method: &str, params: Value) -> Value {
     })
 }
 
-/// A raw HTTP request; (status, headers+body text).
+/// A raw HTTP request; (status, headers+body text). Panics if the server cannot be reached.
 pub fn http(
     addr: SocketAddr,
     method: &str,
@@ -88,10 +88,21 @@ pub fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    try_http(addr, method, path, headers, body)
+        .unwrap_or_else(|e| panic!("{method} {path} on {addr}: {e}"))
+}
+
+/// A raw HTTP request; (status, headers+body text), or why the server could not be reached.
+/// Status 0: no status line came back.
+pub fn try_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -101,7 +112,7 @@ pub fn http(
     }
     request.push_str("\r\n");
     request.push_str(body);
-    stream.write_all(request.as_bytes()).unwrap();
+    stream.write_all(request.as_bytes())?;
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
     let status = response
@@ -109,7 +120,7 @@ pub fn http(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    (status, response)
+    Ok((status, response))
 }
 
 /// The body of an HTTP response text.
