@@ -8,19 +8,11 @@
 "use strict";
 const { Centrifuge } = require("centrifuge");
 const WebSocket = require("ws");
-const readline = require("readline");
 
 let client = null;
-const out = (o) => process.stdout.write(JSON.stringify(o) + "\n");
+const { out, commands } = require("./driver");
 
-readline.createInterface({ input: process.stdin }).on("line", (line) => {
-  let cmd;
-  try {
-    cmd = JSON.parse(line);
-  } catch (e) {
-    out({ event: "driver_error", data: String(e) });
-    return;
-  }
+commands((cmd) => {
   switch (cmd.op) {
     case "connect": {
       client = new Centrifuge(cmd.url, {
@@ -68,9 +60,6 @@ readline.createInterface({ input: process.stdin }).on("line", (line) => {
       break;
     case "reconnect":
       client.connect();
-      break;
-    case "exit":
-      process.exit(0);
       break;
     default:
       out({ event: "driver_error", data: "unknown op " + cmd.op });

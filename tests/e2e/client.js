@@ -18,11 +18,10 @@
 // ("connect" carries how many times this socket has connected).
 "use strict";
 const { io } = require("socket.io-client");
-const readline = require("readline");
 
 let socket = null;
 let swarm = null;
-const out = (o) => process.stdout.write(JSON.stringify(o) + "\n");
+const { out, commands } = require("./driver");
 
 function connect(cmd) {
   socket = io(cmd.url, {
@@ -93,14 +92,7 @@ function startSwarm(cmd) {
   }
 }
 
-readline.createInterface({ input: process.stdin }).on("line", (line) => {
-  let cmd;
-  try {
-    cmd = JSON.parse(line);
-  } catch (e) {
-    out({ event: "driver_error", data: String(e) });
-    return;
-  }
+commands((cmd) => {
   switch (cmd.op) {
     case "connect":
       connect(cmd);
@@ -135,8 +127,5 @@ readline.createInterface({ input: process.stdin }).on("line", (line) => {
     case "swarm_stop":
       swarm.stop = true;
       break;
-    case "exit":
-      process.exit(0);
   }
 });
-process.stdin.on("end", () => process.exit(0));

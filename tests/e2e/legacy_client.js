@@ -15,10 +15,9 @@
 // websocket (the handshake is another connection, which may go to another worker).
 "use strict";
 const io = require("socket.io-client-legacy");
-const readline = require("readline");
 
 let socket = null;
-const out = (o) => process.stdout.write(JSON.stringify(o) + "\n");
+const { out, commands } = require("./driver");
 
 // Heartbeats are the transport's business and reach no event: the tests that count them see
 // them here (the client answers them as it always does).
@@ -63,14 +62,7 @@ function connect(cmd) {
   };
 }
 
-readline.createInterface({ input: process.stdin }).on("line", (line) => {
-  let cmd;
-  try {
-    cmd = JSON.parse(line);
-  } catch (e) {
-    out({ event: "driver_error", data: String(e) });
-    return;
-  }
+commands((cmd) => {
   switch (cmd.op) {
     case "connect":
       connect(cmd);
@@ -87,8 +79,5 @@ readline.createInterface({ input: process.stdin }).on("line", (line) => {
     case "close":
       socket.disconnect();
       break;
-    case "exit":
-      process.exit(0);
   }
 });
-process.stdin.on("end", () => process.exit(0));
