@@ -8,7 +8,8 @@
 //   delivery on the queue -> emit `push`; kept until the client's ack
 //   message {ack:{correspondingMessageId}} -> ack the AMQP message
 // No sessions/HMAC, no re-sends, no login rules: a lower bound on the work.
-// Usage: node server.js PORT [amqp-url]   (primary prints "workers PID PID" once all are ready)
+// Usage: [WORKERS=2] [PING_INTERVAL=ms] [PING_TIMEOUT=ms] node server.js PORT [amqp-url]
+//        (the primary prints "workers PID PID" once all are ready)
 "use strict";
 const cluster = require("cluster");
 const crypto = require("crypto");
@@ -40,7 +41,11 @@ if (cluster.isPrimary) {
     pub.on("return", () => {});
     const cons = await conn.createChannel();
     await cons.prefetch(10);
-    const ioServer = new Server(PORT, { transports: ["websocket"], serveClient: false });
+    const ioServer = new Server(PORT, {
+      transports: ["websocket"], serveClient: false,
+      pingInterval: parseInt(process.env.PING_INTERVAL || "25000", 10), // socket.io 4's defaults
+      pingTimeout: parseInt(process.env.PING_TIMEOUT || "20000", 10),
+    });
     ioServer.on("connection", (socket) => {
       let clientId = null, consumerTag = null;
       const pending = new Map(); // correspondingMessageId -> AMQP message

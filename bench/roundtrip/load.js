@@ -9,6 +9,10 @@
 // and end of the measure phase.
 // Usage: [PROTOCOL=v4|0.9] node load.js URL CLIENTS DURATION_S PIDS [MAX_RT]
 //        -> one JSON line on stdout
+// Idle mode (bench/idle.sh): IDLE_HOLD=S connects the clients, sends no request and holds them
+// S seconds through the server's heartbeats; the JSON line then has the RSS of PIDS (summed,
+// from /proc/<pid>/status) before the clients, once all are connected and after the hold, and
+// the disconnects seen during the hold.
 "use strict";
 const fs = require("fs");
 
@@ -46,6 +50,18 @@ function open(onFailure) {
 
 // Other processes to account for (where the 2 cores went): OTHER_PIDS="agent:123,rabbitmq:456".
 const OTHER = (process.env.OTHER_PIDS || "").split(",").filter(Boolean).map((x) => x.split(":"));
+
+/// Resident set size of PIDS summed, in bytes.
+function rss(pids = PIDS) {
+  let sum = 0;
+  for (const pid of pids) {
+    try {
+      const m = /^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"));
+      if (m) sum += parseInt(m[1], 10) * 1024;
+    } catch (_) { /* gone */ }
+  }
+  return sum;
+}
 
 function cpuTicks(pids = PIDS) {
   let sum = 0;
@@ -90,7 +106,10 @@ function send(c, i) {
   c.s.emit("testCall", { cn: "TestCall", messageId: c.pendingId });
 }
 
+const IDLE_HOLD = parseFloat(process.env.IDLE_HOLD || "0") * 1000;
+
 (async () => {
+  const rssIdle = rss();
   const t0 = Date.now();
   const guard = setTimeout(() => { console.error("connect phase timed out"); process.exit(2); }, CONNECT_TIMEOUT);
   for (let i = 0; i < N; i += CONNECT_BATCH) {
@@ -100,6 +119,7 @@ function send(c, i) {
   }
   clearTimeout(guard);
   const connectMs = Date.now() - t0;
+  if (IDLE_HOLD > 0) return idle(rssIdle, connectMs);
   // Warm-up: 500 ms of load not counted.
   sockets.forEach((c, i) => send(c, i));
   await new Promise((r) => setTimeout(r, 500));
@@ -136,3 +156,22 @@ function send(c, i) {
   for (const c of sockets) c.s.close();
   setTimeout(() => process.exit(0), 200);
 })().catch((e) => { console.error(e.message || e); process.exit(1); });
+
+/// Idle mode: the connected clients held through heartbeats, the servers' memory measured.
+async function idle(rssIdle, connectMs) {
+  await new Promise((r) => setTimeout(r, 1000)); // let the last acks and queue consumers settle
+  const rssConnected = rss();
+  const before = disconnects;
+  await new Promise((r) => setTimeout(r, IDLE_HOLD));
+  const rssHeld = rss();
+  stopped = true;
+  const out = {
+    protocol: PROTOCOL, clients: N, connectMs, clientsPerSec: +((N * 1000) / connectMs).toFixed(1),
+    holdSeconds: IDLE_HOLD / 1000, rssIdle, rssConnected, rssHeld,
+    bytesPerClient: Math.round((rssHeld - rssIdle) / N), pids: PIDS,
+    disconnectsDuringHold: disconnects - before, gatewayErrors: errors,
+  };
+  process.stdout.write(JSON.stringify(out) + "\n");
+  for (const c of sockets) c.s.close();
+  setTimeout(() => process.exit(0), 500);
+}

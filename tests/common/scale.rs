@@ -136,9 +136,14 @@ pub const LEGACY: Chatter = Chatter {
     push: r#"5:::{"name":"push""#,
 };
 
-/// socket.io ping interval and timeout (seconds) while clients are held through heartbeats.
+/// socket.io ping interval (seconds) while clients are held through heartbeats.
 const PING_INTERVAL: u64 = 5;
-const PING_TIMEOUT: u64 = 10;
+
+/// The ping timeout (seconds) for `clients`: no client reads while the others are opened and
+/// connected (about 2 ms each on 2 cores), so the first ping must wait that long for its answer.
+fn ping_timeout(clients: usize) -> u64 {
+    10.max(clients as u64 / 250)
+}
 
 /// Like [`hold_idle_clients`], then every client answers heartbeats for three rounds (the
 /// worker must still count all of them) and round-trips one request through the echo agent.
@@ -168,8 +173,9 @@ where
         Some(_) => {
             super::agent::start_agent();
             format!(
-                "gateway.socketio.interval={PING_INTERVAL}\ngateway.socketio.timeout={PING_TIMEOUT}\n\
-                 gateway.rabbitmq.maxQueueDeclaresPerSecond=5000\n"
+                "gateway.socketio.interval={PING_INTERVAL}\ngateway.socketio.timeout={}\n\
+                 gateway.rabbitmq.maxQueueDeclaresPerSecond=5000\n",
+                ping_timeout(clients)
             )
         }
     };
@@ -288,7 +294,7 @@ async fn through_heartbeats(cluster: &Cluster, sockets: Vec<Ws>, chatter: Chatte
             })
         })
         .collect();
-    let held = Duration::from_secs(3 * PING_INTERVAL + PING_TIMEOUT);
+    let held = Duration::from_secs(3 * PING_INTERVAL + ping_timeout(clients));
     eprintln!("holding {clients} clients through heartbeats for {held:?}");
     // The scenario's length (heartbeat rounds), not a wait for a condition.
     tokio::time::sleep(held).await;
