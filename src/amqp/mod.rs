@@ -61,6 +61,13 @@ pub enum AmqpError {
     NameTooLong { what: &'static str, name: String },
 }
 
+impl AmqpError {
+    /// The whole connection is gone (not one channel): nothing on it can be done again.
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(self, AmqpError::ConnectionLost(_) | AmqpError::Closed)
+    }
+}
+
 /// One channel of a connection, as it was when it was opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ChannelRef {

@@ -11,7 +11,7 @@
 //!
 //! A connection ends when the client closes it, stops answering heartbeats, or breaks the
 //! protocol; when the client logic closes it (logout, EOL, queue gone); or when the worker
-//! drains: then the websocket is closed without a socket.io disconnect, as a dying server's
+//! drains or loses RabbitMQ: then the websocket is closed without a socket.io disconnect, as a dying server's
 //! would be, so that standard clients reconnect by themselves (to another worker) and resume
 //! with their key. Either way the client's DisconnectRequest and every other publish are
 //! confirmed, and the consumer's last deliveries requeued, before the task ends (bounded by
@@ -411,9 +411,7 @@ where
             }
             _ = draining.wait_for(|d| *d), if fx.closing.is_none() => {
                 tracing::debug!(sid = %peer.sid, "worker draining: closing the connection");
-                client.dispose(&mut fx);
-                websocket::encode_close(websocket::close_code::GOING_AWAY, "", &mut fx.out);
-                fx.closing = Some(Closing::Drain);
+                close_as_dying(&mut client, &mut fx);
             }
         }
     }
@@ -489,6 +487,15 @@ async fn personal_subscribed(personal: &mut Option<Personal>) -> super::personal
     }
 }
 
+/// Closes the connection as a dying server's would be closed (a websocket close, no socket.io
+/// disconnect): standard clients reconnect by themselves, to another worker, and resume with
+/// their key. For a draining worker, and for one that lost RabbitMQ (it drains and exits).
+fn close_as_dying<F: Framing>(client: &mut Client<Unsettled>, fx: &mut Io<F>) {
+    client.dispose(fx);
+    websocket::encode_close(websocket::close_code::GOING_AWAY, "", &mut fx.out);
+    fx.closing = Some(Closing::Drain);
+}
+
 async fn next_delivery(
     subscription: &mut Option<Subscription>,
 ) -> Option<Result<crate::amqp::Delivery, crate::amqp::AmqpError>> {
@@ -516,6 +523,12 @@ fn on_delivery<F: Framing>(
             fx.subscription = None;
             if fx.cancelled.is_some() || fx.closing.is_some() {
                 return;
+            }
+            if e.is_connection_lost() {
+                // The queue is still there (and what it holds): the worker is going, not the
+                // client's queue.
+                tracing::debug!(sid = %peer.sid, "RabbitMQ lost: closing the connection");
+                return close_as_dying(client, fx);
             }
             if let Some(queue) = fx.queue.clone() {
                 tracing::warn!(sid = %peer.sid, queue, "client queue consumer failed ({e}); consuming again");
@@ -556,6 +569,12 @@ fn on_subscribed<F: Framing>(
             }
         }
         (Err(e), Subscribing::First) => client.on_subscribed(ctx, Err(e), fx),
+        (Err(e), Subscribing::Again) if e.is_connection_lost() => {
+            tracing::debug!(sid = %peer.sid, "RabbitMQ lost: closing the connection");
+            if fx.closing.is_none() {
+                close_as_dying(client, fx);
+            }
+        }
         (Err(e), Subscribing::Again) => {
             tracing::error!(sid = %peer.sid, "cannot consume the client queue again: {e}");
             client.on_queue_gone(fx);

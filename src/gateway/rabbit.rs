@@ -43,6 +43,13 @@ pub enum RabbitError {
     Nacked { queue: String },
 }
 
+impl RabbitError {
+    /// The worker's RabbitMQ connection is gone (see [`AmqpError::is_connection_lost`]).
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(self, RabbitError::Amqp(e) if e.is_connection_lost())
+    }
+}
+
 pub struct Rabbit {
     connection: Connection,
     /// The publish channel (confirms on); replaced if RabbitMQ closed it.

@@ -56,6 +56,16 @@ impl Library {
         }
     }
 
+    /// A connected client whose library reconnects by itself (its own reconnection, short
+    /// delays), as it does after a dying server's close and never after a socket.io disconnect.
+    pub fn connect_reconnecting(self, cluster: &Cluster) -> JsClient {
+        let options = json!({"reconnection": true});
+        match self {
+            Library::SocketIo4 => JsClient::connect_with(cluster, options),
+            Library::SocketIo09 => legacy::connect_with(cluster, options).0,
+        }
+    }
+
     /// A client that tries to connect to `addr`; `None` if it is not connected within `within`.
     pub fn try_connect(self, addr: SocketAddr, within: Duration) -> Option<JsClient> {
         match self {
@@ -697,6 +707,10 @@ pub fn rabbitmq_restarted_under_load(library: Library) {
     let workers_before = cluster.worker_pids();
 
     let load = RoundTrips::start(library, addr, 2);
+    // And one client left to its library's own reconnection, as applications leave it.
+    let mut resuming = library.connect_reconnecting(&cluster);
+    let (first_key, session) = resuming.gateway_connect();
+    let old = session.client_id;
     let loaded = Instant::now();
     super::wait_for("round trips before the restart", || {
         (load.ok_since(loaded).0 >= 10).then_some(())
@@ -706,6 +720,13 @@ pub fn rabbitmq_restarted_under_load(library: Library) {
     let stopping = Instant::now();
     broker.stop();
     let stopped = stopping.elapsed();
+    // A worker that lost RabbitMQ closes its websockets as a dying server does, without a
+    // socket.io disconnect (after which a client would not reconnect by itself).
+    let reason = resuming.wait("disconnect", |_| true);
+    assert!(
+        reason != "io server disconnect" && reason != "booted",
+        "the gateway disconnected the client ({reason}): it will not reconnect by itself"
+    );
     // Every worker that lost RabbitMQ exits (and is replaced by workers that cannot connect
     // until the broker is back).
     super::wait_for("the workers that lost RabbitMQ gone", || {
@@ -746,6 +767,15 @@ pub fn rabbitmq_restarted_under_load(library: Library) {
     });
     let failures = load.failures();
     load.finish();
+    // The client left to its library is back by itself and resumes its session.
+    resuming.wait("connect", |n| n.as_u64() >= Some(2));
+    resuming.emit("message", json!({"reconnect": {"reconnectId": first_key}}));
+    let key = resuming.wait("gatewayConnectAck", |_| true);
+    let resumed = keys::session(&key);
+    assert_eq!(resumed["existingClientId"], old.as_str(), "{resumed}");
+    request(&mut resuming, "resumed");
+    resuming.push_for("resumed");
+    ack(&mut resuming, "resumed");
 
     // Fresh clients connect and round-trip.
     for n in 0..4 {
