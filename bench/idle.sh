@@ -45,7 +45,8 @@ stop_server() {
 trap stop_server EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# Starts our 1-worker cluster; prints the worker's pid and the port.
+# Starts our 1-worker cluster: SERVER (the master), WORKER and PORT. (In this shell, not in a
+# subshell: stop_server must see SERVER.)
 start_ours() {
   local port conf pid=""
   port=$(free_port); conf=$TMP/gateway-$port.properties
@@ -70,10 +71,10 @@ CONF
     [ -n "$pid" ] && break; sleep 0.1
   done
   [ -n "$pid" ] || { echo "gateway worker not ready: $(tail -3 "$TMP/gateway-$port.err")" >&2; exit 1; }
-  echo "$pid $port"
+  WORKER=$pid; PORT=$port
 }
 
-# Starts the Node reference with one worker; prints the worker's pid and the port.
+# Starts the Node reference with one worker: SERVER (its primary), WORKER and PORT.
 start_node() {
   local port out
   port=$(free_port); out=$TMP/node-$port.out
@@ -82,7 +83,7 @@ start_node() {
   SERVER=$!
   for _ in $(seq 100); do grep -q '^workers' "$out" 2>/dev/null && break; sleep 0.1; done
   grep -q '^workers' "$out" || { echo "node gateway not ready: $(tail -3 "$TMP/node-$port.err")" >&2; exit 1; }
-  echo "$(awk '/^workers/{print $2}' "$out") $port"
+  WORKER=$(awk '/^workers/{print $2}' "$out"); PORT=$port
 }
 
 for side in ${ONLY//,/ }; do
@@ -94,10 +95,10 @@ for side in ${ONLY//,/ }; do
   esac
   for n in $CLIENTS; do
     # A fresh server per count: its idle RSS is the baseline.
-    read -r pid port < <($start)
-    echo "== $side: $n idle clients, worker $pid" >&2
+    $start
+    echo "== $side: $n idle clients, worker $WORKER" >&2
     if out=$(PROTOCOL=$protocol IDLE_HOLD=$HOLD CONNECT_TIMEOUT=120 timeout $((HOLD + 200)) \
-        node bench/roundtrip/load.js "http://127.0.0.1:$port" "$n" 0 "$pid" 2>>"$TMP/load-$side.err"); then
+        node bench/roundtrip/load.js "http://127.0.0.1:$PORT" "$n" 0 "$WORKER" 2>>"$TMP/load-$side.err"); then
       echo "$out" | sed "s/^{/{\"side\":\"$side\",/" >> "$RESULTS"
       echo "   $out" >&2
     else
