@@ -16,6 +16,7 @@
 # and, with matplotlib (bench/.venv), idle.png (git-ignored); logs in a temp dir printed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 CLIENTS="3000 10000"; HOLD=30; ONLY="ours-v4,ours-0.9,node"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -43,7 +44,6 @@ stop_server() {
   SERVER=""
 }
 trap stop_server EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # Starts our 1-worker cluster: SERVER (the master), WORKER and PORT. (In this shell, not in a
 # subshell: stop_server must see SERVER.)
@@ -112,12 +112,5 @@ done
 mkdir -p bench/results
 node bench/roundtrip/idle_report.js "$RESULTS" bench/results/idle.json bench/results/idle.md "$TMP"
 cat bench/results/idle.md
-PY=python3
-[[ -x bench/.venv/bin/python ]] && PY=bench/.venv/bin/python
-if "$PY" -c 'import matplotlib' 2>/dev/null; then
-  "$PY" bench/idle_plot.py bench/results/idle.json bench/results/idle.png
-  echo "plot: bench/results/idle.png" >&2
-else
-  echo "no matplotlib (bench/run-supervisor.sh installs it into bench/.venv): no plot" >&2
-fi
+plot bench/idle_plot.py bench/results/idle.json bench/results/idle.png
 echo "logs: $TMP" >&2

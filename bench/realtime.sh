@@ -6,17 +6,10 @@
 # Usage: bench/realtime.sh   (scripts/setup.sh starts Redis, RabbitMQ and NATS)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 ulimit -n "$(ulimit -Hn)" || true
 uptime
 cargo nextest run --release --test realtime_bench --run-ignored ignored-only --no-capture 2>&1 \
   | grep -E "clients|rate|\||load average|PASS|FAIL"
 uptime
-PY=python3
-if [[ -x bench/.venv/bin/python ]] && bench/.venv/bin/python -c 'import matplotlib' 2>/dev/null; then
-  PY=bench/.venv/bin/python
-fi
-if "$PY" -c 'import matplotlib' 2>/dev/null; then
-  "$PY" bench/realtime_plot.py bench/results/realtime.json bench/results/realtime.png
-else
-  echo "no matplotlib (bench/run-supervisor.sh installs it into bench/.venv): no plot" >&2
-fi
+plot bench/realtime_plot.py bench/results/realtime.json bench/results/realtime.png

@@ -20,6 +20,7 @@
 # <= --seconds and <= 2,000,000 round trips).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 ROOT=$PWD
 ONLY=""; CLIENTS="1 10 100 1000"; SECONDS_PER_RUN=5; PROTOCOL=v4
 while [ $# -gt 0 ]; do
@@ -63,7 +64,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # The echo agent.
 node bench/roundtrip/agent.js > "$TMP/agent.out" 2> "$TMP/agent.err" &
@@ -136,12 +136,5 @@ fi
 mkdir -p bench/results
 node bench/roundtrip/report.js "$RESULTS" "bench/results/$OUT.json" "bench/results/$OUT.md" "$TMP"
 cat "bench/results/$OUT.md"
-PY=python3
-[[ -x bench/.venv/bin/python ]] && PY=bench/.venv/bin/python
-if "$PY" -c 'import matplotlib' 2>/dev/null; then
-  "$PY" bench/roundtrip_plot.py "bench/results/$OUT.json" "bench/results/$OUT.png"
-  echo "plot: bench/results/$OUT.png" >&2
-else
-  echo "no matplotlib (bench/run-supervisor.sh installs it into bench/.venv): no plot" >&2
-fi
+plot bench/roundtrip_plot.py "bench/results/$OUT.json" "bench/results/$OUT.png"
 echo "logs: $TMP" >&2

@@ -11,9 +11,9 @@
 //!
 //! A connection ends when the client closes it, stops answering heartbeats, or breaks the
 //! protocol; when the client logic closes it (logout, EOL, queue gone); or when the worker
-//! drains or loses RabbitMQ: then the websocket is closed without a socket.io disconnect, as a dying server's
-//! would be, so that standard clients reconnect by themselves (to another worker) and resume
-//! with their key. Either way the client's DisconnectRequest and every other publish are
+//! drains or loses RabbitMQ: then the websocket is closed without a socket.io disconnect, as a
+//! dying server's would be, so that standard clients reconnect by themselves (to another
+//! worker) and resume with their key. Either way the client's DisconnectRequest and every other publish are
 //! confirmed, and the consumer's last deliveries requeued, before the task ends (bounded by
 //! [`LINGER`]).
 
@@ -59,8 +59,8 @@ enum Closing {
     Peer,
     /// The client logic ended it.
     Server(Close),
-    /// The worker is draining.
-    Drain,
+    /// The worker is going: it drains, or it lost RabbitMQ.
+    Dying,
 }
 
 /// Who a connection is, for its log lines.
@@ -410,8 +410,7 @@ where
                 }
             }
             _ = draining.wait_for(|d| *d), if fx.closing.is_none() => {
-                tracing::debug!(sid = %peer.sid, "worker draining: closing the connection");
-                close_as_dying(&mut client, &mut fx);
+                close_as_dying(&mut client, &mut fx, &peer, "worker draining");
             }
         }
     }
@@ -489,11 +488,21 @@ async fn personal_subscribed(personal: &mut Option<Personal>) -> super::personal
 
 /// Closes the connection as a dying server's would be closed (a websocket close, no socket.io
 /// disconnect): standard clients reconnect by themselves, to another worker, and resume with
-/// their key. For a draining worker, and for one that lost RabbitMQ (it drains and exits).
-fn close_as_dying<F: Framing>(client: &mut Client<Unsettled>, fx: &mut Io<F>) {
+/// their key. For a draining worker, and for one that lost RabbitMQ (it drains and exits);
+/// nothing more once the connection is closing.
+fn close_as_dying<F: Framing>(
+    client: &mut Client<Unsettled>,
+    fx: &mut Io<F>,
+    peer: &Peer,
+    why: &str,
+) {
+    if fx.closing.is_some() {
+        return;
+    }
+    tracing::debug!(sid = %peer.sid, "{why}: closing the connection");
     client.dispose(fx);
     websocket::encode_close(websocket::close_code::GOING_AWAY, "", &mut fx.out);
-    fx.closing = Some(Closing::Drain);
+    fx.closing = Some(Closing::Dying);
 }
 
 async fn next_delivery(
@@ -527,8 +536,7 @@ fn on_delivery<F: Framing>(
             if e.is_connection_lost() {
                 // The queue is still there (and what it holds): the worker is going, not the
                 // client's queue.
-                tracing::debug!(sid = %peer.sid, "RabbitMQ lost: closing the connection");
-                return close_as_dying(client, fx);
+                return close_as_dying(client, fx, peer, "RabbitMQ lost");
             }
             if let Some(queue) = fx.queue.clone() {
                 tracing::warn!(sid = %peer.sid, queue, "client queue consumer failed ({e}); consuming again");
@@ -570,10 +578,7 @@ fn on_subscribed<F: Framing>(
         }
         (Err(e), Subscribing::First) => client.on_subscribed(ctx, Err(e), fx),
         (Err(e), Subscribing::Again) if e.is_connection_lost() => {
-            tracing::debug!(sid = %peer.sid, "RabbitMQ lost: closing the connection");
-            if fx.closing.is_none() {
-                close_as_dying(client, fx);
-            }
+            close_as_dying(client, fx, peer, "RabbitMQ lost");
         }
         (Err(e), Subscribing::Again) => {
             tracing::error!(sid = %peer.sid, "cannot consume the client queue again: {e}");
