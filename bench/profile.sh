@@ -4,7 +4,8 @@
 # `perf record` on the worker for the measure window. Prints the CPU per round trip and the
 # profile's top entries (self time by symbol, and by thread).
 # Usage: bench/profile.sh [CLIENTS] [SECONDS]     (default 100 clients, 10 s)
-#        SKIP_BUILD=1 to skip `cargo build --release`.
+#        SKIP_BUILD=1 to skip `cargo build --release`; CALL_GRAPH=dwarf for whole Rust stacks
+#        (perf's default, frame pointers, stops at std and tokio, which are built without them).
 # Needs: perf, RabbitMQ on 127.0.0.1:5672, node >= 18. Output: a temp dir (printed) with
 # perf.data, report.txt and the load's JSON line.
 set -euo pipefail
@@ -50,7 +51,7 @@ LOAD=$!
 PIDS_TO_KILL+=("$LOAD")
 for _ in $(seq 900); do grep -q measuring "$TMP/load.err" 2>/dev/null && break; kill -0 "$LOAD" 2>/dev/null || break; sleep 0.1; done
 grep -q measuring "$TMP/load.err" || { echo "the load did not start:" >&2; tail "$TMP/load.err" >&2; exit 1; }
-perf record -F 999 -g -p "$WORKER" -o "$TMP/perf.data" -- sleep "$SECONDS_PER_RUN" 2> "$TMP/perf.err" || true
+perf record -F 999 --call-graph "${CALL_GRAPH:-fp}" -p "$WORKER" -o "$TMP/perf.data" -- sleep "$SECONDS_PER_RUN" 2> "$TMP/perf.err" || true
 wait "$LOAD" || true
 {
   echo "== load: $(cat "$TMP/load.json")"
