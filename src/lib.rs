@@ -46,3 +46,9 @@ pub mod status;
 pub mod supervisor;
 pub mod tls;
 pub mod worker;
+
+/// jemalloc, for every process of the binary and for the tests: glibc's malloc and free were a
+/// quarter of a worker's instructions per round trip (bench/callgrind.sh). Its statistics are
+/// the heartbeat's heap figures ([`worker::memory`]).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

@@ -2,24 +2,25 @@
 //!
 //! - `rss`: resident set size, from `/proc/<pid>/statm` (the master reads the same file for each
 //!   worker, so it does not have to trust the worker's word).
-//! - `heap_used`: bytes glibc's malloc has handed out and not taken back
-//!   (`mallinfo2`: `uordblks` + `hblkhd`).
-//! - `heap_total`: bytes malloc holds from the OS, in use or free in its arenas
-//!   (`mallinfo2`: `arena` + `hblkhd`). `heap_total - heap_used` is fragmentation and free lists.
+//! - `heap_used`: bytes the allocator (jemalloc, the crate's global allocator) has handed out and
+//!   not taken back (`stats.allocated`).
+//! - `heap_total`: bytes the allocator holds mapped for its data, in use or free in its pages
+//!   (`stats.mapped`). `heap_total - heap_used` is fragmentation and free lists.
 //!
-//! glibc keeps what was freed: after 10k clients leave, heap_used falls to ~17 MB while the RSS
-//! stays at ~260 MB, and an RSS limit would then recycle a worker that holds nothing.
-//! [`trim_if_idle_heap`] gives free memory back to the OS when it is large.
+//! An allocator keeps what was freed: after 10k clients leave, heap_used falls to a few MB while
+//! the RSS stays at hundreds, and an RSS limit would then recycle a worker that holds nothing.
+//! jemalloc returns unused pages by itself only as it allocates again; [`trim_if_idle_heap`]
+//! gives them back when they are many (`arena.<all>.purge`).
 
 use std::fs;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Resident memory beyond the heap in use worth giving back: above this and above heap_used.
-/// (Measured on the RSS, not on mallinfo's `arena`: a trim returns pages inside the heap
-/// without shrinking it, so only the RSS shows that it worked and a second trim is not due.)
+/// (Measured on the RSS, not on the heap's mapped size: a purge returns pages inside mappings
+/// it keeps, so only the RSS shows that it worked and a second purge is not due.)
 const TRIM_ABOVE: u64 = 32 << 20;
-/// At most one trim in this long (a trim walks the heap on the event loop's thread).
+/// At most one trim in this long (a purge walks the arenas on the event loop's thread).
 const TRIM_EVERY: Duration = Duration::from_secs(10);
 
 static LAST_TRIM: Mutex<Option<Instant>> = Mutex::new(None);
@@ -37,15 +38,40 @@ fn page_size() -> u64 {
     u64::try_from(size).unwrap_or(4096)
 }
 
-/// `(heap_used, heap_total)` of this process, in bytes.
+/// `(heap_used, heap_total)` of this process, in bytes; zeros if jemalloc cannot tell (it
+/// always can when it is the global allocator, as in this crate).
 pub fn heap() -> (u64, u64) {
-    // SAFETY: mallinfo2 only reads malloc's own statistics; it takes no arguments.
-    let info = unsafe { libc::mallinfo2() };
-    let mmapped = info.hblkhd as u64;
-    (info.uordblks as u64 + mmapped, info.arena as u64 + mmapped)
+    use tikv_jemalloc_ctl::{epoch, stats};
+    // The statistics are a snapshot taken when the epoch advances.
+    if epoch::advance().is_err() {
+        return (0, 0);
+    }
+    let used = stats::allocated::read().unwrap_or(0) as u64;
+    let total = stats::mapped::read().unwrap_or(0) as u64;
+    (used, total.max(used))
 }
 
-/// Returns free heap pages to the OS (`malloc_trim`) when the RSS exceeds the heap in use by
+/// Purges every arena's unused dirty pages (`arena.4096.purge`, 4096 being
+/// `MALLCTL_ARENAS_ALL`): they go back to the OS.
+fn purge_all_arenas() {
+    const PURGE_ALL: &[u8] = b"arena.4096.purge\0";
+    // SAFETY: the name is NUL-terminated; `purge` reads and writes nothing (all pointers null,
+    // length 0), as jemalloc's mallctl documents for void operations.
+    let rc = unsafe {
+        tikv_jemalloc_sys::mallctl(
+            PURGE_ALL.as_ptr().cast(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(errno = rc, "jemalloc arena purge failed");
+    }
+}
+
+/// Returns free heap pages to the OS (an arena purge) when the RSS exceeds the heap in use by
 /// more than [`TRIM_ABOVE`] and more than the heap in use, at most every [`TRIM_EVERY`].
 /// `Some(rss)`: it trimmed, and this is the RSS after.
 pub fn trim_if_idle_heap(rss: u64, used: u64) -> Option<u64> {
@@ -59,8 +85,7 @@ pub fn trim_if_idle_heap(rss: u64, used: u64) -> Option<u64> {
         return None;
     }
     *last = Some(now);
-    // SAFETY: malloc_trim only returns free memory of malloc's own arenas to the OS.
-    unsafe { libc::malloc_trim(0) };
+    purge_all_arenas();
     let rss_after = rss_of(std::process::id()).unwrap_or(rss);
     let took_us = now.elapsed().as_micros() as u64;
     if rss.saturating_sub(rss_after) >= 1 << 20 {

@@ -42,12 +42,12 @@ const WORKER_GAUGES: &[WorkerGauge] = &[
     ),
     (
         "worker_heap_used_bytes",
-        "Bytes the worker's allocator has handed out and not taken back (mallinfo2).",
+        "Bytes the worker's allocator has handed out and not taken back (jemalloc stats.allocated).",
         |w, _| Some(w.report.heap_used as f64),
     ),
     (
         "worker_heap_total_bytes",
-        "Bytes the worker's allocator holds from the operating system (mallinfo2).",
+        "Bytes the worker's allocator holds mapped for its data (jemalloc stats.mapped).",
         |w, _| Some(w.report.heap_total as f64),
     ),
     (
