@@ -22,9 +22,12 @@ use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
 use super::events::{self, ErrorKind, Kind};
+use super::forwarded::{Forwarded, text};
+use super::framing::Data;
 use super::limits::{TokenBucket, Warn, WarnBudget, loggable};
 use super::rabbit::{RabbitError, Settle};
 use super::session::{Session, SessionError};
+use super::wire::json_object::RawObject;
 use crate::metrics::{Count, local};
 
 /// What a client can make happen. `D` is the handle of one RabbitMQ delivery (the connection
@@ -442,21 +445,22 @@ impl<D> Client<D> {
         &mut self,
         ctx: &Context<'_>,
         event: &str,
-        data: Option<Value>,
+        data: Option<&Data>,
         effects: &mut impl Effects<D>,
     ) {
         if event == "logout" {
-            return self.logout(data, effects);
+            return self.logout(data.and_then(|d| d.value().ok()), effects);
         }
-        let message_id = data.as_ref().and_then(|d| d.get("messageId")).cloned();
+        let request = data.and_then(|d| RawObject::read(d.as_raw()));
+        let message_id = request.as_ref().and_then(|r| r.value("messageId"));
         let connected = self.connected();
-        let problem = match (events::kind(event), &data) {
+        let problem = match (events::kind(event), &request) {
             (Kind::Unknown, _) => Some(ClientError::UnknownEvent(loggable(event).into_owned())),
             _ if !connected => Some(ClientError::NotConnected(event.into())),
             (Kind::AfterLogin, _) if !self.session.logged_in() => {
                 Some(ClientError::NotLoggedIn(event.into()))
             }
-            (_, Some(Value::Object(_))) => None,
+            (_, Some(_)) => None,
             _ => Some(ClientError::Malformed(event.into())),
         };
         let problem = problem.or_else(|| {
@@ -466,17 +470,19 @@ impl<D> Client<D> {
         if let Some(problem) = problem {
             return self.warn(effects, event, &problem, message_id.as_ref());
         }
-        let Some(Value::Object(body)) = data else {
+        let Some(request) = request else {
             return;
         };
-        let body = self.stamp(body);
-        let send_ack = body.get("sendAck").is_some_and(truthy);
+        let send_ack = request.value("sendAck").is_some_and(|v| truthy(&v));
         let then = Then::Request {
             event: event.to_string(),
             message_id,
             send_ack,
         };
-        self.send_to_agent(event, encode(&Value::Object(body)), then, effects);
+        // The request as the client wrote it, with the session's client id (legacy clients
+        // keep sending their old one after a reconnect).
+        let body = request.to_vec_with("clientId", &self.session.client_id);
+        self.send_to_agent(event, body, then, effects);
         self.send_session(ctx, effects);
     }
 
@@ -596,28 +602,34 @@ impl<D> Client<D> {
         if self.is_disposed() {
             return effects.settle(delivery, Settle::Requeue);
         }
-        let message = match serde_json::from_slice(&body) {
-            Ok(Value::Object(map)) => map,
-            _ => {
-                tracing::warn!(client = %self.session.client_id, "dropping a client-queue message that is not a JSON object");
-                return effects.settle(delivery, Settle::Discard);
+        let corresponding_id = match Forwarded::read(&body) {
+            Some(forwarded) => forwarded.corresponding_id,
+            None => {
+                let message = match serde_json::from_slice(&body) {
+                    Ok(Value::Object(map)) => map,
+                    _ => {
+                        tracing::warn!(client = %self.session.client_id, "dropping a client-queue message that is not a JSON object");
+                        return effects.settle(delivery, Settle::Discard);
+                    }
+                };
+                if is_eol(&message) {
+                    effects.settle(delivery, Settle::Ack);
+                    let target = message.get("clientId").and_then(text);
+                    if target.is_some_and(|t| t != self.session.client_id) {
+                        tracing::debug!(client = %self.session.client_id, "EOL for another client ignored");
+                        return;
+                    }
+                    tracing::info!(client = %self.session.client_id, "EOL: disposing the client");
+                    self.dispose(effects);
+                    return effects.close(Close::EndOfLife);
+                }
+                self.inspect(&message, effects);
+                message.get("correspondingMessageId").and_then(text)
             }
         };
-        if is_eol(&message) {
-            effects.settle(delivery, Settle::Ack);
-            let target = message.get("clientId").and_then(text);
-            if target.is_some_and(|t| t != self.session.client_id) {
-                tracing::debug!(client = %self.session.client_id, "EOL for another client ignored");
-                return;
-            }
-            tracing::info!(client = %self.session.client_id, "EOL: disposing the client");
-            self.dispose(effects);
-            return effects.close(Close::EndOfLife);
-        }
-        self.inspect(&message, effects);
         self.send_session(ctx, effects);
         local::count(Count::Pushes);
-        match message.get("correspondingMessageId").and_then(text) {
+        match corresponding_id {
             None => effects.push(&body, Some(delivery)),
             Some(id) => {
                 effects.push(&body, None);
@@ -875,15 +887,6 @@ fn truthy(v: &Value) -> bool {
         Value::String(s) => !s.is_empty(),
         Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
         _ => true,
-    }
-}
-
-/// A string or number as text (ids and tokens come as either); anything else is no value.
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
     }
 }
 

@@ -447,8 +447,8 @@ fn on_message<F: Framing>(
     match message {
         Message::Text(text) => match fx.framing.receive(&text, ctx.now, &mut fx.out) {
             Ok(Received::Event { name, data }) => match name.as_str() {
-                "message" => client.on_message(ctx, data, fx),
-                _ => client.on_request(ctx, &name, data, fx),
+                "message" => client.on_message(ctx, data.and_then(|d| d.value().ok()), fx),
+                _ => client.on_request(ctx, &name, data.as_ref(), fx),
             },
             Ok(Received::Nothing) => {}
             Ok(Received::Close) => {

@@ -3,7 +3,8 @@
 //!
 //! - [`client`]: one ActiveStack client's logic (session, client queue, unacked pushes, login
 //!   rules, disposal), whatever carries its events; [`session`] its signed reconnect key,
-//!   [`events`] the event and queue names.
+//!   [`events`] the event and queue names, [`forwarded`] the client-queue messages it only
+//!   passes on.
 //! - [`framing`]: the ways its events travel: socket.io v4/v5 over engine.io, socket.io 0.9.
 //! - [`connection`]: one task per connection, driving a framing and a client over a websocket.
 //! - [`handshake`]: the HTTP side: websocket upgrades for each framing, the socket.io 0.9
@@ -18,6 +19,7 @@ pub mod client;
 pub mod connection;
 pub mod events;
 pub mod fanout;
+pub mod forwarded;
 pub mod framing;
 pub mod handshake;
 pub mod limits;

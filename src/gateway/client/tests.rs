@@ -130,7 +130,7 @@ impl Harness {
     fn request(&mut self, event: &str, data: Value) {
         let ctx = self.ctx();
         self.client
-            .on_request(&ctx, event, Some(data), &mut self.fx);
+            .on_request(&ctx, event, Some(&Data::of(&data)), &mut self.fx);
     }
 
     fn subscribed(&mut self, result: Result<(), RabbitError>) {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::{Framing, FramingError, Received, Silent};
+use super::{Data, Framing, FramingError, Received, Silent};
 use crate::gateway::wire::engineio::{self as eio, EioPacket, EioVersion, SioPacket};
 use crate::gateway::wire::websocket;
 use crate::metrics::Protocol;
@@ -176,10 +176,7 @@ impl Framing for EngineIo {
             } if self.joined && (nsp == "/" || nsp.is_empty()) => {
                 let data = match args.first() {
                     None => None,
-                    Some(raw) => Some(
-                        serde_json::from_str::<Value>(raw.get())
-                            .map_err(|e| FramingError(format!("event {name:?}: {e}")))?,
-                    ),
+                    Some(raw) => Some(Data::read(raw, &format_args!("event {name:?}"))?),
                 };
                 Ok(Received::Event {
                     name: name.into_owned(),
@@ -297,7 +294,7 @@ mod tests {
                 .unwrap(),
             Received::Event {
                 name: "testCall".into(),
-                data: Some(serde_json::json!({"a":1}))
+                data: Some(Data::of(&serde_json::json!({"a":1})))
             }
         );
         assert_eq!(

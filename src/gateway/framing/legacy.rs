@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::{Framing, FramingError, Received, Silent};
+use super::{Data, Framing, FramingError, Received, Silent};
 use crate::gateway::wire::legacy::{
     self, AckRequest, ErrorAdvice, ErrorReason, LegacyError, Packet,
 };
@@ -51,16 +51,6 @@ fn frame(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
     let started = websocket::begin_text(out);
     write(out);
     websocket::finish_text(out, started);
-}
-
-fn first_arg(
-    args: &[&serde_json::value::RawValue],
-    name: &str,
-) -> Result<Option<Value>, FramingError> {
-    args.first()
-        .map(|raw| serde_json::from_str(raw.get()))
-        .transpose()
-        .map_err(|e| FramingError(format!("event {name:?}: {e}")))
 }
 
 /// 0.9 servers acknowledge a packet with a plain id themselves, before the application sees it.
@@ -126,7 +116,10 @@ impl Framing for Legacy {
                 args,
             } => {
                 auto_ack(ack, out);
-                let data = first_arg(&args, &name)?;
+                let data = match args.first() {
+                    None => None,
+                    Some(raw) => Some(Data::read(raw, &format_args!("event {name:?}"))?),
+                };
                 Ok(Received::Event {
                     name: name.into_owned(),
                     data,
@@ -139,11 +132,9 @@ impl Framing for Legacy {
                 data,
             } => {
                 auto_ack(ack, out);
-                let data = serde_json::from_str(data.get())
-                    .map_err(|e| FramingError(format!("json packet: {e}")))?;
                 Ok(Received::Event {
                     name: "message".into(),
-                    data: Some(data),
+                    data: Some(Data::read(data, &"json packet")?),
                 })
             }
             Packet::Message {
@@ -154,7 +145,7 @@ impl Framing for Legacy {
                 auto_ack(ack, out);
                 Ok(Received::Event {
                     name: "message".into(),
-                    data: Some(Value::String(data.to_string())),
+                    data: Some(Data::of(&Value::String(data.to_string()))),
                 })
             }
             Packet::Error { reason, advice, .. } => {
@@ -228,7 +219,9 @@ mod tests {
             got,
             Received::Event {
                 name: "message".into(),
-                data: Some(json!({"connect": {"ensureMessageDelivery": true}}))
+                data: Some(Data::of(
+                    &json!({"connect": {"ensureMessageDelivery": true}})
+                ))
             }
         );
         let got = f
@@ -242,7 +235,7 @@ mod tests {
             got,
             Received::Event {
                 name: "testCall".into(),
-                data: Some(json!({"a": 1}))
+                data: Some(Data::of(&json!({"a": 1})))
             }
         );
         assert_eq!(texts(&out), ["6:::7"]);

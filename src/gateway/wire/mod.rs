@@ -13,6 +13,8 @@
 //! - [`legacy`]: socket.io 0.9 (protocol revision 1, what the ActiveStack JS and iOS SDKs speak):
 //!   `type:id:endpoint:data` frames, the `/socket.io/1/` handshake body, and session ids that
 //!   verify themselves on any worker.
+//! - [`json_object`]: a request's top-level members as the client wrote them, written back with
+//!   its `clientId` set.
 //!
 //! Centrifugo's JSON protocol, the third framing the connection layer will speak, is to join
 //! them as a module of its own.
@@ -47,6 +49,7 @@
 )]
 
 pub mod engineio;
+pub mod json_object;
 pub mod legacy;
 pub mod websocket;
 
