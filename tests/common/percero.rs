@@ -120,8 +120,12 @@ pub enum Outcome {
 /// One message taken from an agent queue.
 #[derive(Debug, Clone)]
 pub struct Received {
-    /// Arrival order, from 0.
+    /// Arrival order, from 0: the order the double took the messages in, one queue at a time
+    /// (its consumers are polled in turn), not always the order the broker delivered them.
     pub seq: usize,
+    /// The broker's delivery order on the double's channel (its delivery tag): across queues,
+    /// the order the messages were routed in, as near as the broker keeps it.
+    pub tag: u64,
     pub queue: String,
     pub reply_to: Option<String>,
     /// The body as JSON (`Null` if it is not JSON).
@@ -798,6 +802,7 @@ impl Double {
         );
         log.push(Received {
             seq,
+            tag: delivery.delivery_tag,
             queue,
             reply_to,
             body,
