@@ -253,7 +253,7 @@ async fn run(
     }
     loop {
         if written == writing.len() {
-            writing = lock().take_output();
+            writing = lock().take_output(std::mem::take(&mut writing));
             written = 0;
         }
         let lost = lock().lost().cloned();

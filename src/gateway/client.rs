@@ -14,9 +14,10 @@
 //! is consumed (the original registered its request handlers before its queue existed; the
 //! answers then had nowhere to go).
 
-use std::collections::HashMap;
 use std::time::Duration;
 
+// Pending pushes by the backend's ids (the client only looks them up): a fast hash.
+use foldhash::{HashMap, HashMapExt};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
