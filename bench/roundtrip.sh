@@ -8,8 +8,11 @@
 # socket.io 0.9 clients (socket.io-client 0.9.17, what the ActiveStack SDKs load) instead of
 # socket.io-client 4; the Node reference serves socket.io 4 only, so it is left out then.
 #
+# `--rounds R` measures every count R times, ours and Node alternating (both servers run
+# throughout; which goes first swaps each round), and reports each side's median run per count:
+# the CPU per round trip of one run moves by ±15% with what else the host does.
 # Usage: bench/roundtrip.sh [--protocol v4|0.9] [--only ours|node] [--clients "1 100 1000"]
-#                           [--seconds 5]
+#                           [--seconds 5] [--rounds 1]
 #        SKIP_BUILD=1 to skip `cargo build --release` (the binary: $CARGO_TARGET_DIR/release,
 #        target/release by default).
 # Needs: RabbitMQ on 127.0.0.1:5672 (guest/guest), node >= 18. Installs its npm packages
@@ -22,14 +25,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 ROOT=$PWD
-ONLY=""; CLIENTS="1 10 100 1000"; SECONDS_PER_RUN=5; PROTOCOL=v4
+ONLY=""; CLIENTS="1 10 100 1000"; SECONDS_PER_RUN=5; PROTOCOL=v4; ROUNDS=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --protocol) PROTOCOL=$2; shift 2;;
     --only) ONLY=$2; shift 2;;
     --clients) CLIENTS=$2; shift 2;;
     --seconds) SECONDS_PER_RUN=$2; shift 2;;
-    -h|--help) sed -n 2,20p "$0"; exit 0;;
+    --rounds) ROUNDS=$2; shift 2;;
+    -h|--help) sed -n 2,23p "$0"; exit 0;;
     *) echo "unknown argument $1" >&2; exit 2;;
   esac
 done
@@ -75,21 +79,20 @@ grep -q ready "$TMP/agent.out" || { echo "echo agent did not start:"; cat "$TMP/
 RABBIT=$(pgrep -o -x beam.smp || true)
 export OTHER_PIDS="agent:$AGENT${RABBIT:+,rabbitmq:$RABBIT}"
 
-run_load() { # side url pids
-  local side=$1 url=$2 pids=$3 n out
-  for n in $CLIENTS; do
-    echo "== $side, $n socket.io $PROTOCOL clients" >&2
-    if out=$(timeout $((SECONDS_PER_RUN + 90)) node bench/roundtrip/load.js "$url" "$n" "$SECONDS_PER_RUN" "$pids" 2>>"$TMP/load-$side.err"); then
-      echo "$out" | sed "s/^{/{\"side\":\"$side\",/" >> "$RESULTS"
-      echo "   $out" >&2
-    else
-      echo "{\"side\":\"$side\",\"clients\":$n,\"failed\":true}" >> "$RESULTS"
-      echo "   failed: $(tail -2 "$TMP/load-$side.err")" >&2
-    fi
-    sleep 1
-  done
+run_one() { # side url pids clients round
+  local side=$1 url=$2 pids=$3 n=$4 round=$5 out
+  echo "== $side, $n socket.io $PROTOCOL clients (round $round)" >&2
+  if out=$(timeout $((SECONDS_PER_RUN + 90)) node bench/roundtrip/load.js "$url" "$n" "$SECONDS_PER_RUN" "$pids" 2>>"$TMP/load-$side.err"); then
+    echo "$out" | sed "s/^{/{\"side\":\"$side\",\"round\":$round,/" >> "$RESULTS"
+    echo "   $out" >&2
+  else
+    echo "{\"side\":\"$side\",\"round\":$round,\"clients\":$n,\"failed\":true}" >> "$RESULTS"
+    echo "   failed: $(tail -2 "$TMP/load-$side.err")" >&2
+  fi
+  sleep 1
 }
 
+OURS_URL=""; NODE_URL=""
 if [ "$ONLY" != node ]; then
   PORT=$(free_port)
   CONF=$TMP/gateway.properties
@@ -116,9 +119,7 @@ CONF
   done
   [ -n "$WPIDS" ] || { echo "gateway workers not ready:"; tail "$TMP/gateway.err"; exit 1; }
   echo "gateway master $MASTER workers $WPIDS port $PORT" >&2
-  run_load ours "http://127.0.0.1:$PORT" "$WPIDS"
-  "$BIN" status "$CONF" --json > "$TMP/gateway-status-after.json" 2>/dev/null || true
-  kill "$MASTER"; wait "$MASTER" 2>/dev/null || true
+  OURS_URL="http://127.0.0.1:$PORT"
 fi
 
 if [ "$ONLY" != ours ]; then
@@ -129,7 +130,25 @@ if [ "$ONLY" != ours ]; then
   NPIDS=$NMASTER,$(awk '/^workers/{print $2","$3}' "$TMP/node.out")
   [ -n "$NPIDS" ] || { echo "node gateway not ready:"; cat "$TMP/node.err"; exit 1; }
   echo "node primary $NMASTER workers $NPIDS port $PORT" >&2
-  run_load node "http://127.0.0.1:$PORT" "$NPIDS"
+  NODE_URL="http://127.0.0.1:$PORT"
+fi
+
+for round in $(seq "$ROUNDS"); do
+  for n in $CLIENTS; do
+    sides="ours node"; [ $((round % 2)) -eq 0 ] && sides="node ours"
+    for side in $sides; do
+      case $side in
+        ours) [ -z "$OURS_URL" ] || run_one ours "$OURS_URL" "$WPIDS" "$n" "$round";;
+        node) [ -z "$NODE_URL" ] || run_one node "$NODE_URL" "$NPIDS" "$n" "$round";;
+      esac
+    done
+  done
+done
+if [ -n "$OURS_URL" ]; then
+  "$BIN" status "$CONF" --json > "$TMP/gateway-status-after.json" 2>/dev/null || true
+  kill "$MASTER"; wait "$MASTER" 2>/dev/null || true
+fi
+if [ -n "$NODE_URL" ]; then
   kill "$NMASTER"; wait "$NMASTER" 2>/dev/null || true
 fi
 
