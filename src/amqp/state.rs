@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 // Keys the gateway and the broker choose (channel numbers, consumer tags): a fast hash (SipHash
-// lookups were 3% of a round trip's instructions).
+// lookups here and in the pending pushes were 4% of a round trip's instructions).
 use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 

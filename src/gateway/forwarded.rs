@@ -3,8 +3,8 @@
 //! Most of what the backend sends a client are answers and pushes the gateway passes on as
 //! they are, keeping only their `correspondingMessageId` for the client's ack. Building the
 //! whole message as a `serde_json::Value` (a map per object, a string per key and value, all
-//! dropped again) was a tenth of a worker's instructions per round trip. [`Forwarded::read`]
-//! reads only the fields the gateway acts on; a message that needs more (an end-of-life, a
+//! dropped again) cost 3k of a worker's 46k instructions per round trip (bench/callgrind.sh).
+//! [`Forwarded::read`] reads only the fields the gateway acts on; a message that needs more (an end-of-life, a
 //! login or connect answer) or that it cannot read that way (not an object, a repeated field,
 //! a `cn` that is not a string) is left to the full reading, which decides as before.
 
