@@ -313,6 +313,13 @@ impl Percero {
             .expect("the Percero double answered in time")
     }
 
+    /// Starts recording what is published into the double's vhost, in the order RabbitMQ
+    /// takes the publishes: across agent queues, the double's own arrival order is the order
+    /// each queue delivered in, not the order the gateway published in.
+    pub fn trace_publishes(&self) -> PublishTrace {
+        PublishTrace::start(&self.vhost)
+    }
+
     // ----- what it received -----
 
     /// Everything taken from the agent queues so far, in arrival order (barriers included).
@@ -488,6 +495,94 @@ impl Drop for Percero {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The publishes into one vhost, in the broker's order: RabbitMQ's firehose copies each to
+/// `amq.rabbitmq.trace` as the publishing channel takes it, and one queue of the trace's own
+/// keeps them in that order.
+pub struct PublishTrace {
+    runtime: tokio::runtime::Runtime,
+    channel: Channel,
+    queue: String,
+    _connection: Connection,
+}
+
+impl PublishTrace {
+    fn start(vhost: &vhost::Vhost) -> PublishTrace {
+        vhost.trace_on();
+        let runtime = super::agent::runtime();
+        let uri = amqp_uri(vhost);
+        let (connection, channel, queue) = runtime.block_on(async {
+            let connection = Connection::connect(
+                &uri,
+                ConnectionProperties::default()
+                    .with_executor(tokio_executor_trait::Tokio::current())
+                    .with_reactor(tokio_reactor_trait::Tokio::current()),
+            )
+            .await
+            .expect("RabbitMQ for the publish trace");
+            let channel = connection.create_channel().await.expect("trace channel");
+            let queue = channel
+                .queue_declare(
+                    "",
+                    QueueDeclareOptions {
+                        exclusive: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .expect("trace queue");
+            let queue = queue.name().to_string();
+            channel
+                .queue_bind(
+                    &queue,
+                    "amq.rabbitmq.trace",
+                    "publish.#",
+                    lapin::options::QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .expect("trace binding");
+            (connection, channel, queue)
+        });
+        PublishTrace {
+            runtime,
+            channel,
+            queue,
+            _connection: connection,
+        }
+    }
+
+    /// The queues (routing keys) of the publishes traced so far, oldest first, with the
+    /// published bodies as JSON.
+    pub fn take(&self) -> Vec<(String, Value)> {
+        self.runtime.block_on(async {
+            let mut published = Vec::new();
+            while let Some(message) = self
+                .channel
+                .basic_get(&self.queue, BasicGetOptions { no_ack: true })
+                .await
+                .expect("basic.get on the trace queue")
+            {
+                let routing_key = message
+                    .properties
+                    .headers()
+                    .as_ref()
+                    .and_then(|h| h.inner().get("routing_keys").cloned());
+                let queue = match routing_key {
+                    Some(AMQPValue::FieldArray(keys)) => match keys.as_slice().first() {
+                        Some(AMQPValue::LongString(key)) => key.to_string(),
+                        other => format!("{other:?}"),
+                    },
+                    other => format!("{other:?}"),
+                };
+                let body = serde_json::from_slice(&message.data).unwrap_or(Value::Null);
+                published.push((queue, body));
+            }
+            published
+        })
+    }
 }
 
 fn amqp_uri(vhost: &vhost::Vhost) -> String {

@@ -28,6 +28,12 @@ impl Vhost {
         Vhost { name }
     }
 
+    /// Turns RabbitMQ's firehose on in this vhost: every publish is copied, as the broker takes
+    /// it, to the `amq.rabbitmq.trace` exchange (routing key `publish.<exchange>`).
+    pub fn trace_on(&self) {
+        rabbitmqctl(&["trace_on", "-p", &self.name]).unwrap_or_else(|e| panic!("{e}"));
+    }
+
     /// The vhost as an AMQP URI path segment.
     pub fn uri_path(&self) -> String {
         // Only ASCII letters, digits and '-' in the name: nothing to escape.
