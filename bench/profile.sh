@@ -10,6 +10,7 @@
 # perf.data, report.txt and the load's JSON line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 CLIENTS=${1:-100}; SECONDS_PER_RUN=${2:-10}
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release
 [ -d bench/roundtrip/node_modules ] || (cd bench/roundtrip && npm ci --no-audit --no-fund)
@@ -18,10 +19,8 @@ TMP=$(mktemp -d /tmp/profile.XXXXXX)
 PIDS_TO_KILL=()
 cleanup() { for p in "${PIDS_TO_KILL[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-node bench/roundtrip/agent.js > "$TMP/agent.out" 2> "$TMP/agent.err" &
-PIDS_TO_KILL+=("$!")
-for _ in $(seq 100); do grep -q ready "$TMP/agent.out" 2>/dev/null && break; sleep 0.1; done
+PORT=$(free_port)
+start_echo_agent "$TMP"
 cat > "$TMP/gateway.properties" <<CONF
 frontend.host=127.0.0.1
 frontend.port=$PORT
@@ -32,25 +31,9 @@ cluster.controlSocket=$TMP/control.sock
 CONF
 target/release/activestack-gateway server "$TMP/gateway.properties" > "$TMP/gateway.out" 2> "$TMP/gateway.err" &
 PIDS_TO_KILL+=("$!")
-WORKER=""
-for _ in $(seq 200); do
-  WORKER=$(target/release/activestack-gateway status "$TMP/gateway.properties" --json 2>/dev/null | python3 -c '
-import json, sys
-try:
-    w = [w for w in json.load(sys.stdin).get("workers", []) if w.get("state") == "ready"]
-    print(w[0]["pid"] if w else "")
-except Exception:
-    print("")') || true
-  [ -n "$WORKER" ] && break; sleep 0.1
-done
-[ -n "$WORKER" ] || { echo "worker not ready:" >&2; tail "$TMP/gateway.err" >&2; exit 1; }
-# perf starts once the load's measure phase does (the load prints "measuring" on stderr).
-node bench/roundtrip/load.js "http://127.0.0.1:$PORT" "$CLIENTS" "$SECONDS_PER_RUN" "$WORKER" \
-  > "$TMP/load.json" 2> "$TMP/load.err" &
-LOAD=$!
-PIDS_TO_KILL+=("$LOAD")
-for _ in $(seq 900); do grep -q measuring "$TMP/load.err" 2>/dev/null && break; kill -0 "$LOAD" 2>/dev/null || break; sleep 0.1; done
-grep -q measuring "$TMP/load.err" || { echo "the load did not start:" >&2; tail "$TMP/load.err" >&2; exit 1; }
+WORKER=$(ready_worker target/release/activestack-gateway "$TMP/gateway.properties" 200)
+# perf starts once the load's measure phase does.
+start_measured_load "$TMP" "http://127.0.0.1:$PORT" "$CLIENTS" "$SECONDS_PER_RUN" "$WORKER" 900
 perf record -F 999 --call-graph "${CALL_GRAPH:-fp}" -p "$WORKER" -o "$TMP/perf.data" -- sleep "$SECONDS_PER_RUN" 2> "$TMP/perf.err" || true
 wait "$LOAD" || true
 {

@@ -66,6 +66,37 @@ fn status_json_describes_the_cluster() {
     );
 }
 
+/// A worker holds a descriptor per client: started with a soft open-files limit below the hard
+/// one (a shell's usual 1024), the master raises it for the workers it starts.
+#[test]
+fn workers_get_the_hard_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    // This test's own process (nextest runs one per test), inherited by the master.
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    let low = 1024.min(hard / 2);
+    setrlimit(Resource::RLIMIT_NOFILE, low, hard).unwrap();
+    let cluster = Cluster::start("");
+    let status = cluster.wait_ready();
+    let soft_limit = |pid: i64| {
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap()
+            .to_string();
+        line.split_whitespace()
+            .nth(3)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    assert_eq!(soft_limit(i64::from(cluster.pid())), hard);
+    for w in workers(&status) {
+        assert_eq!(soft_limit(w["pid"].as_i64().unwrap()), hard, "{w}");
+    }
+    cluster.wait_log(&["open files limit raised to the hard limit"]);
+}
+
 #[test]
 fn sigttin_and_sigttou_add_and_remove_a_worker() {
     let cluster = Cluster::start("cluster.workerCount=2");

@@ -624,18 +624,19 @@ fn logout_closes_the_socket_and_tells_percero_in_the_originals_order() {
         reason, "io client disconnect",
         "the server closes the socket"
     );
-    for queue in ["disconnect", "disconnectAuth", "logout"] {
+    let in_order = ["disconnect", "disconnectAuth", "logout"];
+    for queue in in_order {
         d.percero.wait_request(queue, &client_id);
     }
     let published: Vec<String> = trace
         .take()
         .into_iter()
-        .filter(|(_, body)| body["clientId"] == client_id.as_str())
+        .filter(|(queue, body)| {
+            body["clientId"] == client_id.as_str() && in_order.contains(&queue.as_str())
+        })
         .map(|(queue, _)| queue)
-        .filter(|q| matches!(q.as_str(), "disconnect" | "disconnectAuth" | "logout"))
         .collect();
-    assert_eq!(published, ["disconnect", "disconnectAuth", "logout"]);
-    let in_order = ["disconnect", "disconnectAuth", "logout"];
+    assert_eq!(published, in_order);
     let mut sent: Vec<_> = d
         .percero
         .from(&client_id)

@@ -4,16 +4,15 @@
 //! connection's task writes out.
 
 use std::collections::{BTreeMap, VecDeque};
-
-// Keys the gateway and the broker choose (channel numbers, consumer tags): a fast hash (SipHash
-// lookups here and in the pending pushes were 4% of a round trip's instructions).
-use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 use amq_protocol::frame::{AMQPContentHeader, AMQPFrame, gen_frame};
 use amq_protocol::protocol::basic::{self, AMQPProperties};
 use amq_protocol::protocol::{AMQPClass, channel, confirm, connection, queue};
 use amq_protocol::types::FieldTable;
+// Keys the gateway and the broker choose (channel numbers, consumer tags): a fast hash (SipHash
+// lookups here and in the pending pushes were 4% of a round trip's instructions).
+use foldhash::{HashMap, HashMapExt};
 use tokio::sync::oneshot;
 
 use super::consumer::{Delivery, End, Shared};

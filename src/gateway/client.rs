@@ -603,30 +603,20 @@ impl<D> Client<D> {
         if self.is_disposed() {
             return effects.settle(delivery, Settle::Requeue);
         }
-        let corresponding_id = match Forwarded::read(&body) {
-            Some(forwarded) => forwarded.corresponding_id,
-            None => {
-                let message = match serde_json::from_slice(&body) {
-                    Ok(Value::Object(map)) => map,
-                    _ => {
-                        tracing::warn!(client = %self.session.client_id, "dropping a client-queue message that is not a JSON object");
-                        return effects.settle(delivery, Settle::Discard);
-                    }
-                };
-                if is_eol(&message) {
-                    effects.settle(delivery, Settle::Ack);
-                    let target = message.get("clientId").and_then(text);
-                    if target.is_some_and(|t| t != self.session.client_id) {
-                        tracing::debug!(client = %self.session.client_id, "EOL for another client ignored");
-                        return;
-                    }
-                    tracing::info!(client = %self.session.client_id, "EOL: disposing the client");
-                    self.dispose(effects);
-                    return effects.close(Close::EndOfLife);
-                }
-                self.inspect(&message, effects);
-                message.get("correspondingMessageId").and_then(text)
+        // Most messages are only forwarded; the others are read whole.
+        let corresponding_id = if let Some(forwarded) = Forwarded::read(&body) {
+            forwarded.corresponding_id
+        } else {
+            let Ok(Value::Object(message)) = serde_json::from_slice(&body) else {
+                tracing::warn!(client = %self.session.client_id, "dropping a client-queue message that is not a JSON object");
+                return effects.settle(delivery, Settle::Discard);
+            };
+            if is_eol(&message) {
+                effects.settle(delivery, Settle::Ack);
+                return self.end_of_life(&message, effects);
             }
+            self.inspect(&message, effects);
+            message.get("correspondingMessageId").and_then(text)
         };
         self.send_session(ctx, effects);
         local::count(Count::Pushes);
@@ -646,6 +636,19 @@ impl<D> Client<D> {
                 }
             }
         }
+    }
+
+    /// An EOL message (acked already): the client is disposed and closed, unless it names
+    /// another client.
+    fn end_of_life(&mut self, message: &Map<String, Value>, effects: &mut impl Effects<D>) {
+        let target = message.get("clientId").and_then(text);
+        if target.is_some_and(|t| t != self.session.client_id) {
+            tracing::debug!(client = %self.session.client_id, "EOL for another client ignored");
+            return;
+        }
+        tracing::info!(client = %self.session.client_id, "EOL: disposing the client");
+        self.dispose(effects);
+        effects.close(Close::EndOfLife);
     }
 
     /// Sends again every unacked push that is due.

@@ -47,9 +47,6 @@ pub const HIGH_WATER: usize = 256 * 1024;
 pub const LINGER: Duration = Duration::from_secs(5);
 /// The shared read buffer's size (per worker thread, not per connection).
 const READ_CHUNK: usize = 16 * 1024;
-/// What a framing adds around a push's body: the websocket header (at most 10 bytes) and the
-/// event (`42["push",` … `]`, or socket.io 0.9's `5:::{"name":"push","args":[` … `]}`).
-const PUSH_FRAME_OVERHEAD: usize = 64;
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_CHUNK]);
@@ -126,9 +123,6 @@ impl<F: Framing> Effects<Unsettled> for Io<F> {
             }
             return;
         }
-        // The frame at once: the buffer is freed whenever it is written out (idle connections
-        // hold none), and growing it piece by piece cost a push several reallocations.
-        self.out.reserve(body.len() + PUSH_FRAME_OVERHEAD);
         self.framing
             .event_raw(super::events::PUSH, body, &mut self.out);
         if let Some(delivery) = delivery {

@@ -59,19 +59,7 @@ pub fn run(
     // Resolved once, now: if the binary is replaced on disk, new workers start from the new one.
     let exe = std::env::current_exe().map_err(SupervisorError::CurrentExe)?;
     // Before any worker starts: they inherit it.
-    match open_files::raise_to_hard_limit() {
-        Ok(open_files::Raised::From(soft, hard)) => {
-            tracing::info!(
-                from = soft,
-                to = hard,
-                "open files limit raised to the hard limit"
-            );
-        }
-        Ok(open_files::Raised::AtHard(limit)) => {
-            tracing::debug!(limit, "open files limit is the hard limit");
-        }
-        Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
-    }
+    open_files::raise_for_workers();
     // One thread: the kernel's parent-death signal is tied to the thread that forked each worker.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -16,8 +16,23 @@ pub enum Raised {
     From(u64, u64),
 }
 
+/// [`raise_to_hard_limit`], logged.
+pub fn raise_for_workers() {
+    match raise_to_hard_limit() {
+        Ok(Raised::From(soft, hard)) => {
+            tracing::info!(
+                from = soft,
+                to = hard,
+                "open files limit raised to the hard limit"
+            );
+        }
+        Ok(Raised::AtHard(limit)) => tracing::debug!(limit, "open files limit is the hard limit"),
+        Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
+    }
+}
+
 /// Raises the soft `RLIMIT_NOFILE` of this process to its hard limit.
-pub fn raise_to_hard_limit() -> Result<Raised, nix::Error> {
+fn raise_to_hard_limit() -> Result<Raised, nix::Error> {
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
     if soft >= hard {
         return Ok(Raised::AtHard(soft));

@@ -17,8 +17,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Resident memory beyond the heap in use worth giving back: above this and above heap_used.
-/// (Measured on the RSS, not on the heap's mapped size: a purge returns pages inside mappings
-/// it keeps, so only the RSS shows that it worked and a second purge is not due.)
+/// (Measured on the RSS, what the memory limits watch: it shows whether a purge gave pages back
+/// and so whether a second one is due.)
 const TRIM_ABOVE: u64 = 32 << 20;
 /// At most one trim in this long (a purge walks the arenas on the event loop's thread).
 const TRIM_EVERY: Duration = Duration::from_secs(10);

@@ -221,14 +221,19 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-pub async fn try_amqp(port: u16) -> Result<Connection, lapin::Error> {
+/// A lapin connection to `uri` on the current tokio runtime.
+pub async fn connect_amqp(uri: &str) -> Result<Connection, lapin::Error> {
     Connection::connect(
-        &format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
+        uri,
         ConnectionProperties::default()
             .with_executor(tokio_executor_trait::Tokio::current())
             .with_reactor(tokio_reactor_trait::Tokio::current()),
     )
     .await
+}
+
+pub async fn try_amqp(port: u16) -> Result<Connection, lapin::Error> {
+    connect_amqp(&format!("amqp://guest:guest@127.0.0.1:{port}/%2f")).await
 }
 
 pub async fn amqp_on(port: u16) -> Connection {

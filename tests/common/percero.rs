@@ -35,7 +35,7 @@ use lapin::options::{
     ConfirmSelectOptions, QueueDeclareOptions, QueuePurgeOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Connection};
 use serde_json::{Map, Value, json};
 
 use self::backend::{Backend, has_text, now_ms};
@@ -120,12 +120,9 @@ pub enum Outcome {
 /// One message taken from an agent queue.
 #[derive(Debug, Clone)]
 pub struct Received {
-    /// Arrival order, from 0: the order the double took the messages in, one queue at a time
-    /// (its consumers are polled in turn), not always the order the broker delivered them.
+    /// Arrival order, from 0: within a queue, the order it was published in; across queues,
+    /// not (each queue delivers in its own time; [`Percero::trace_publishes`] has that order).
     pub seq: usize,
-    /// The broker's delivery order on the double's channel (its delivery tag): across queues,
-    /// the order the messages were routed in, as near as the broker keeps it.
-    pub tag: u64,
     pub queue: String,
     pub reply_to: Option<String>,
     /// The body as JSON (`Null` if it is not JSON).
@@ -513,14 +510,9 @@ impl PublishTrace {
         let runtime = super::agent::runtime();
         let uri = amqp_uri(vhost);
         let (connection, channel, queue) = runtime.block_on(async {
-            let connection = Connection::connect(
-                &uri,
-                ConnectionProperties::default()
-                    .with_executor(tokio_executor_trait::Tokio::current())
-                    .with_reactor(tokio_reactor_trait::Tokio::current()),
-            )
-            .await
-            .expect("RabbitMQ for the publish trace");
+            let connection = super::agent::connect_amqp(&uri)
+                .await
+                .expect("RabbitMQ for the publish trace");
             let channel = connection.create_channel().await.expect("trace channel");
             let queue = channel
                 .queue_declare(
@@ -682,14 +674,9 @@ impl Double {
         log: Arc<Mutex<Vec<Received>>>,
         backend: Arc<Mutex<Backend>>,
     ) -> Result<Double, String> {
-        let connection = Connection::connect(
-            uri,
-            ConnectionProperties::default()
-                .with_executor(tokio_executor_trait::Tokio::current())
-                .with_reactor(tokio_reactor_trait::Tokio::current()),
-        )
-        .await
-        .map_err(|e| format!("RabbitMQ at {uri}: {e}"))?;
+        let connection = super::agent::connect_amqp(uri)
+            .await
+            .map_err(|e| format!("RabbitMQ at {uri}: {e}"))?;
         let publish = connection
             .create_channel()
             .await
@@ -897,7 +884,6 @@ impl Double {
         );
         log.push(Received {
             seq,
-            tag: delivery.delivery_tag,
             queue,
             reply_to,
             body,

@@ -174,10 +174,7 @@ impl Framing for EngineIo {
             SioPacket::Event {
                 nsp, name, args, ..
             } if self.joined && (nsp == "/" || nsp.is_empty()) => {
-                let data = match args.first() {
-                    None => None,
-                    Some(raw) => Some(Data::read(raw, &format_args!("event {name:?}"))?),
-                };
+                let data = Data::first(&args, &name)?;
                 Ok(Received::Event {
                     name: name.into_owned(),
                     data,
@@ -189,6 +186,8 @@ impl Framing for EngineIo {
     }
 
     fn event_raw(&self, name: &str, json: &[u8], out: &mut Vec<u8>) {
+        // `42["name",` json `]`
+        websocket::reserve_text(out, name.len() + json.len() + 7);
         frame(out, |out| eio::encode_event("/", name, json, out));
     }
 

@@ -116,10 +116,7 @@ impl Framing for Legacy {
                 args,
             } => {
                 auto_ack(ack, out);
-                let data = match args.first() {
-                    None => None,
-                    Some(raw) => Some(Data::read(raw, &format_args!("event {name:?}"))?),
-                };
+                let data = Data::first(&args, &name)?;
                 Ok(Received::Event {
                     name: name.into_owned(),
                     data,
@@ -158,6 +155,8 @@ impl Framing for Legacy {
     }
 
     fn event_raw(&self, name: &str, json: &[u8], out: &mut Vec<u8>) {
+        // `5:::{"name":"name","args":[` json `]}`
+        websocket::reserve_text(out, name.len() + json.len() + 25);
         frame(out, |out| legacy::encode_event(name, json, out));
     }
 

@@ -4,8 +4,8 @@
 //! A request goes to the backend as the client sent it with its `clientId` set. Reading it into
 //! a `serde_json::Value` and writing that out again (a map, a string per key and value, each
 //! number re-rendered) cost 2.4k of a worker's 43k instructions per round trip
-//! (bench/callgrind.sh); [`RawObject`] keeps each member's value as its JSON text. What it writes is what the `Value` round trip
-//! wrote, member for member: the same keys in the same order (a repeated key where it first
+//! (bench/callgrind.sh); [`RawObject`] keeps each member's value as its JSON text. What it
+//! writes is what the `Value` round trip wrote, member for member: the same keys in the same order (a repeated key where it first
 //! appeared, with its last value), the member set in place or added last; only the values'
 //! insides keep the client's spelling (`1E2` stays `1E2`, an escape stays an escape), which is
 //! the same JSON.
@@ -24,9 +24,9 @@ pub struct RawObject<'a> {
     members: Vec<(Key<'a>, &'a RawValue)>,
 }
 
-/// A key as it was written when it had no escape (so it can be written back as it was), else
-/// its text.
-#[derive(Debug, PartialEq, Eq, Hash)]
+/// A key's text, borrowed from the input when it had no escape (serde's own `Cow` always
+/// copies).
+#[derive(Debug, PartialEq)]
 struct Key<'a>(Cow<'a, str>);
 
 impl<'a> RawObject<'a> {

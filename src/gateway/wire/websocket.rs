@@ -519,6 +519,12 @@ pub struct TextFrame {
     start: usize,
 }
 
+/// Makes room in `out` for a text frame of about `payload` bytes, so that writing it in pieces
+/// does not grow the buffer piece by piece (a connection's buffer is empty after every write).
+pub fn reserve_text(out: &mut Vec<u8>, payload: usize) {
+    out.reserve(MAX_SERVER_HEADER + payload);
+}
+
 /// Begins a text frame at the end of `out`: the caller then appends the payload to `out` (in
 /// as many pieces as it likes, UTF-8 as a whole) and calls [`finish_text`].
 pub fn begin_text(out: &mut Vec<u8>) -> TextFrame {
